@@ -1,0 +1,56 @@
+/*
+ * JSON <-> protobuf transcoding driven by protobuf-c message descriptors, so
+ * no message needs hand-written JSON code.
+ *
+ * JSON -> protobuf (cm_pbjson_decode):
+ *   - keys are the proto field names; lowerCamelCase (the proto3 JSON name)
+ *     is accepted too;
+ *   - int64/uint64/int32/... accept a JSON integer or a string holding a
+ *     decimal integer; values out of the field's range are rejected;
+ *     floats accept numbers (and integers);
+ *   - bool: true/false; string: JSON string (valid UTF-8); bytes: base64
+ *     (standard or URL-safe, padding optional);
+ *   - enums by value name (or by number);
+ *   - nested messages as objects, repeated fields as arrays, null as "unset";
+ *   - unknown keys and wrong types are errors.
+ * protobuf -> JSON (cm_pbjson_encode): every field under its proto name,
+ *   defaults included; 64-bit integers as JSON numbers; enums by name; bytes
+ *   as standard base64; repeated as arrays; unset sub-messages as null.
+ */
+#ifndef CM_PBJSON_H
+#define CM_PBJSON_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "arena.h"
+
+/*
+ * Fills msg (already initialised for desc, e.g. with desc->message_init or
+ * protobuf_c_message_init) from the JSON object obj.  Strings, bytes,
+ * sub-messages and repeated arrays are allocated from arena, so the
+ * message is released with the arena (never protobuf_c_message_free_unpacked).
+ * Returns 0, or -1 with a human-readable reason in err (errlen bytes),
+ * e.g. "field \"expires_in\": expected an integer".
+ */
+int cm_pbjson_decode(const ProtobufCMessageDescriptor *desc, json_t *obj,
+                     ProtobufCMessage *msg, cm_arena *arena, char *err,
+                     size_t errlen);
+
+/*
+ * Sets one field, named by its proto name (or camelCase name), from a
+ * string as it comes in a URL path or query parameter: numbers, bools and
+ * enum names are parsed from the text.  Returns 0, -1 with err set, or -2
+ * when the message has no such field.
+ */
+int cm_pbjson_set_field_text(const ProtobufCMessageDescriptor *desc,
+                             ProtobufCMessage *msg, const char *name,
+                             const char *value, size_t vlen, cm_arena *arena,
+                             char *err, size_t errlen);
+
+/* Returns a new JSON object for msg (caller json_decref()s), NULL on OOM. */
+json_t *cm_pbjson_encode(const ProtobufCMessage *msg);
+
+#endif

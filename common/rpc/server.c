@@ -1,0 +1,393 @@
+/*
+ * RPC server: one rep0 socket, N worker threads.
+ *
+ * Each worker owns an nng context and an aio and runs a plain loop on its
+ * own thread: receive (with a short timeout, so it notices a stop), decode
+ * the envelope, look the method up, unpack, run the handler, pack, send.
+ * Handlers therefore block freely on Redis or Postgres without starving
+ * NNG's small task pool, and per-worker state (store connections) needs no
+ * locking.  All memory of one request comes from the worker's arena and is
+ * dropped in one call when the reply is on its way.
+ *
+ * Requests whose deadline has passed are dropped without a reply (the
+ * caller has given up already).  A malformed envelope gets INVALID_ARGUMENT
+ * and an unknown method UNIMPLEMENTED; nothing a client sends can crash the
+ * server.  Every server also serves health.Health.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "health.pb-c.h"
+#include "internal.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define RECV_POLL_MS 200
+#define CODE_COUNT   17
+
+struct method {
+	char name[160];
+	const ProtobufCMethodDescriptor *md;
+	cm_rpc_handler handler;
+	cm_histogram *latency;
+	cm_counter *_Atomic by_code[CODE_COUNT];
+};
+
+struct worker {
+	cm_rpc_server *srv;
+	pthread_t thread;
+	nng_ctx ctx;
+	nng_aio *aio;
+	cm_arena arena;
+	void *state;
+	int started;
+};
+
+struct cm_rpc_server {
+	nng_socket sock;
+	cm_rpc_server_config cfg;
+	struct method *methods;
+	size_t nmethods;
+	struct worker *workers;
+	int nworkers;
+	atomic_int stopping;
+	cm_counter *dropped;
+	cm_counter *malformed;
+};
+
+static int health_check(cm_rpc_ctx *, const ProtobufCMessage *,
+                        ProtobufCMessage **);
+static int health_metrics(cm_rpc_ctx *, const ProtobufCMessage *,
+                          ProtobufCMessage **);
+
+static const cm_rpc_handler health_handlers[] = {health_check, health_metrics};
+
+/*
+ * Health.Check: asks the service's health callback for its dependencies
+ * and overall state.
+ */
+static int
+health_check(cm_rpc_ctx *ctx, const ProtobufCMessage *in,
+             ProtobufCMessage **out)
+{
+	const cm_rpc_server_config *cfg = ctx->service_arg;
+	Health__HealthCheckResponse *rep;
+	cm_health_dep deps[16];
+	size_t n = 0;
+	bool serving = true;
+
+	(void) in;
+	rep = cm_rpc_new_msg(ctx, &health__health_check_response__descriptor);
+	if (cfg->health != NULL)
+		n = cfg->health(cfg->arg, deps, CM_ARRAY_LEN(deps), &serving);
+	rep->status =
+	    serving
+	        ? HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+	        : HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+	rep->n_dependencies = n;
+	rep->dependencies =
+	    cm_arena_alloc(ctx->arena, sizeof(*rep->dependencies) * (n + 1));
+	for (size_t i = 0; i < n; i++) {
+		Health__Dependency *d =
+		    cm_rpc_new_msg(ctx, &health__dependency__descriptor);
+		d->name = cm_arena_strdup(ctx->arena, deps[i].name);
+		d->ok = deps[i].ok;
+		d->detail = cm_arena_strdup(
+		    ctx->arena, deps[i].detail != NULL ? deps[i].detail : "");
+		rep->dependencies[i] = d;
+	}
+	*out = &rep->base;
+	return (CM_OK);
+}
+
+/* Health.Metrics: the process's metrics in Prometheus text format. */
+static int
+health_metrics(cm_rpc_ctx *ctx, const ProtobufCMessage *in,
+               ProtobufCMessage **out)
+{
+	Health__MetricsResponse *rep;
+	char *text;
+
+	(void) in;
+	if ((text = cm_metrics_render()) == NULL)
+		return (cm_rpc_error(ctx, CM_INTERNAL, "out of memory"));
+	rep = cm_rpc_new_msg(ctx, &health__metrics_response__descriptor);
+	rep->text = cm_arena_strdup(ctx->arena, text);
+	free(text);
+	*out = &rep->base;
+	return (CM_OK);
+}
+
+static const struct method *
+method_find(const cm_rpc_server *s, const char *name)
+{
+	for (size_t i = 0; i < s->nmethods; i++)
+		if (strcmp(s->methods[i].name, name) == 0)
+			return (&s->methods[i]);
+	return (NULL);
+}
+
+static cm_counter *
+method_counter(struct method *m, int code)
+{
+	cm_counter *c;
+	char labels[256];
+
+	if (code < 0 || code >= CODE_COUNT)
+		code = CM_UNKNOWN;
+	if ((c = atomic_load(&m->by_code[code])) != NULL)
+		return (c);
+	snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"", m->name,
+	         cm_code_name(code));
+	c = cm_counter_get("rpc_server_requests_total", labels,
+	                   "RPC requests served, by method and status code");
+	atomic_store(&m->by_code[code], c);
+	return (c);
+}
+
+/*
+ * Builds the reply envelope for one request.  Returns the nng message to
+ * send, or NULL when the request is to be dropped unanswered.
+ */
+static nng_msg *
+serve_one(struct worker *w, nng_msg *req_msg)
+{
+	cm_rpc_server *s = w->srv;
+	Rpc__Request *req;
+	Rpc__Reply rep = RPC__REPLY__INIT;
+	struct method *m = NULL;
+	ProtobufCMessage *in = NULL, *out = NULL;
+	cm_rpc_ctx ctx = {0};
+	nng_msg *reply;
+	int64_t t0 = cm_mono_us();
+	int code;
+
+	req = rpc__request__unpack(&w->arena.pb, nng_msg_len(req_msg),
+	                           nng_msg_body(req_msg));
+	ctx.arena = &w->arena;
+	ctx.worker = w->state;
+	ctx.service_arg = s->cfg.arg;
+	if (req == NULL || req->method == NULL) {
+		cm_counter_add(s->malformed, 1);
+		code = cm_rpc_error(&ctx, CM_INVALID_ARGUMENT,
+		                    "malformed request envelope");
+		goto reply;
+	}
+	if (req->deadline_ms != 0 && req->deadline_ms < cm_now_ms()) {
+		cm_counter_add(s->dropped, 1);
+		log_debug("event=rpc_expired method=%s rid=%s", req->method,
+		          req->request_id);
+		return (NULL);
+	}
+	ctx.method = req->method;
+	ctx.request_id = req->request_id != NULL ? req->request_id : "";
+	ctx.user_id = req->user_id != NULL ? req->user_id : "";
+	ctx.deadline_ms = req->deadline_ms;
+	ctx.envelope = req;
+	log_set_rid(ctx.request_id);
+
+	m = (struct method *) method_find(s, req->method);
+	if (m == NULL || m->handler == NULL) {
+		code = cm_rpc_error(&ctx, CM_UNIMPLEMENTED,
+		                    "unknown method %.128s", req->method);
+		goto reply;
+	}
+	in = protobuf_c_message_unpack(m->md->input, &w->arena.pb,
+	                               req->payload.len, req->payload.data);
+	if (in == NULL) {
+		code = cm_rpc_error(&ctx, CM_INVALID_ARGUMENT,
+		                    "malformed %s payload", m->md->input->name);
+		goto reply;
+	}
+	/* Health methods want the server config, the rest the service's. */
+	if (m->handler == health_check || m->handler == health_metrics)
+		ctx.service_arg = &s->cfg;
+	code = m->handler(&ctx, in, &out);
+	if (code == CM_OK && out == NULL)
+		code = cm_rpc_error(&ctx, CM_INTERNAL, "handler gave no reply");
+	if (code == CM_OK) {
+		size_t n = protobuf_c_message_get_packed_size(out);
+		if (n > CM_RPC_MAX_MSG - 1024) {
+			code = cm_rpc_error(&ctx, CM_RESOURCE_EXHAUSTED,
+			                    "reply too large");
+		} else {
+			rep.payload.data = cm_arena_alloc(&w->arena, n);
+			rep.payload.len = n;
+			protobuf_c_message_pack(out, rep.payload.data);
+		}
+	}
+
+reply:
+	rep.status = code;
+	rep.message = cm_pbstr(ctx.errmsg != NULL ? ctx.errmsg : "");
+	if (m != NULL) {
+		cm_counter_add(method_counter(m, code), 1);
+		cm_histogram_observe_us(m->latency, cm_mono_us() - t0);
+	}
+	if (code != CM_OK && code != CM_NOT_FOUND)
+		log_debug("event=rpc_error method=%s code=%s msg=\"%s\"",
+		          ctx.method != NULL ? ctx.method : "-",
+		          cm_code_name(code), rep.message);
+	log_set_rid(NULL);
+	if (cm_rpc_pack_msg(&rep.base, &reply) != 0)
+		return (NULL);
+	return (reply);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	cm_rpc_server *s = w->srv;
+
+	if (s->cfg.worker_init != NULL)
+		w->state = s->cfg.worker_init(s->cfg.arg);
+	while (!atomic_load(&s->stopping)) {
+		nng_msg *req, *rep;
+		int rv;
+
+		nng_aio_set_timeout(w->aio, RECV_POLL_MS);
+		nng_ctx_recv(w->ctx, w->aio);
+		nng_aio_wait(w->aio);
+		rv = nng_aio_result(w->aio);
+		if (rv == NNG_ETIMEDOUT)
+			continue;
+		if (rv != 0)
+			break;
+		req = nng_aio_get_msg(w->aio);
+		rep = serve_one(w, req);
+		nng_msg_free(req);
+		cm_arena_reset(&w->arena);
+		if (rep == NULL)
+			continue;
+		nng_aio_set_timeout(w->aio, NNG_DURATION_DEFAULT);
+		nng_aio_set_msg(w->aio, rep);
+		nng_ctx_send(w->ctx, w->aio);
+		nng_aio_wait(w->aio);
+		if (nng_aio_result(w->aio) != 0)
+			nng_msg_free(rep);
+	}
+	if (s->cfg.worker_fini != NULL)
+		s->cfg.worker_fini(w->state, s->cfg.arg);
+	return (NULL);
+}
+
+/* Builds the method table: the service's methods, then health.Health. */
+static int
+methods_build(cm_rpc_server *s)
+{
+	const cm_rpc_service health = {&health__health__descriptor,
+	                               health_handlers};
+	size_t n = health.desc->n_methods, k = 0;
+
+	for (size_t i = 0; i < s->cfg.nservices; i++)
+		n += s->cfg.services[i].desc->n_methods;
+	if ((s->methods = calloc(n, sizeof(*s->methods))) == NULL)
+		return (NNG_ENOMEM);
+	for (size_t i = 0; i <= s->cfg.nservices; i++) {
+		const cm_rpc_service *svc =
+		    i < s->cfg.nservices ? &s->cfg.services[i] : &health;
+		for (unsigned j = 0; j < svc->desc->n_methods; j++) {
+			struct method *m = &s->methods[k++];
+			char labels[200];
+			cm_rpc_method_name(svc->desc, j, m->name,
+			                   sizeof(m->name));
+			m->md = &svc->desc->methods[j];
+			m->handler = svc->handlers[j];
+			snprintf(labels, sizeof(labels), "method=\"%s\"",
+			         m->name);
+			m->latency = cm_histogram_get(
+			    "rpc_server_duration_seconds", labels,
+			    "Time spent serving an RPC, by method");
+		}
+	}
+	s->nmethods = k;
+	return (0);
+}
+
+int
+cm_rpc_server_start(cm_rpc_server **out, const cm_rpc_server_config *cfg)
+{
+	cm_rpc_server *s;
+	int rv;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return (NNG_ENOMEM);
+	s->cfg = *cfg;
+	s->nworkers = cfg->nworkers > 0 ? cfg->nworkers : 8;
+	s->dropped = cm_counter_get(
+	    "rpc_server_expired_total", "",
+	    "Requests dropped because their deadline had passed");
+	s->malformed = cm_counter_get("rpc_server_malformed_total", "",
+	                              "Requests with an undecodable envelope");
+	if ((rv = methods_build(s)) != 0)
+		goto fail;
+	if ((rv = nng_rep0_open(&s->sock)) != 0)
+		goto fail;
+	nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, CM_RPC_MAX_MSG);
+	if ((rv = nng_listen(s->sock, cfg->url, NULL, 0)) != 0) {
+		nng_close(s->sock);
+		goto fail;
+	}
+	if ((s->workers = calloc((size_t) s->nworkers, sizeof(*s->workers))) ==
+	    NULL) {
+		rv = NNG_ENOMEM;
+		nng_close(s->sock);
+		goto fail;
+	}
+	for (int i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+		w->srv = s;
+		cm_arena_init(&w->arena);
+		if ((rv = nng_ctx_open(&w->ctx, s->sock)) != 0 ||
+		    (rv = nng_aio_alloc(&w->aio, NULL, NULL)) != 0)
+			fatalx("event=rpc_server_init err=\"%s\"",
+			       nng_strerror(rv));
+		if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+			fatalx("event=rpc_server_init err=pthread_create");
+		w->started = 1;
+	}
+	log_info("event=rpc_listen url=%s workers=%d", cfg->url, s->nworkers);
+	*out = s;
+	return (0);
+fail:
+	free(s->methods);
+	free(s);
+	return (rv);
+}
+
+/*
+ * Stops the server gracefully: workers finish the request they hold (and
+ * send its reply), notice the flag within RECV_POLL_MS and exit; then the
+ * socket closes.  Requests not yet taken by a worker are dropped; their
+ * callers see the connection go and fail with UNAVAILABLE.
+ */
+void
+cm_rpc_server_stop(cm_rpc_server *s)
+{
+	if (s == NULL)
+		return;
+	atomic_store(&s->stopping, 1);
+	for (int i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+		if (w->started)
+			pthread_join(w->thread, NULL);
+	}
+	for (int i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+		nng_ctx_close(w->ctx);
+		nng_aio_free(w->aio);
+		cm_arena_fini(&w->arena);
+	}
+	nng_close(s->sock);
+	free(s->workers);
+	free(s->methods);
+	free(s);
+}
