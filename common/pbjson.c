@@ -1,0 +1,1241 @@
+/*
+ * JSON <-> protobuf-c transcoding, driven only by the message descriptors.
+ *
+ * protobuf-c lays a message out as a C struct and its descriptors say, for
+ * every field, where the value lives (offset) and where its quantifier
+ * lives (quantifier_offset): the has_ flag of a proto2/proto3 optional
+ * scalar or bytes field, the n_ count of a repeated field, or the case
+ * member of a oneof (PROTOBUF_C_FIELD_FLAG_ONEOF; checked before the label,
+ * as protobuf-c itself does).  Optional strings and messages have no has_
+ * flag: a NULL pointer means unset.  Value storage by type:
+ *
+ *	int32, sint32, sfixed32, enum		int32_t (enums are int-sized)
+ *	uint32, fixed32				uint32_t
+ *	int64, sint64, sfixed64			int64_t
+ *	uint64, fixed64				uint64_t
+ *	float, double, bool			float, double,
+ *protobuf_c_boolean string, bytes, message			char *,
+ *ProtobufCBinaryData, ProtobufCMessage *
+ *
+ * All field access goes through memcpy at those offsets, so no pointer is
+ * ever formed with a type the storage does not have.
+ *
+ * Decoding is strict, because its input is whatever a client sent: unknown
+ * keys, a field given twice (e.g. as "long_url" and "longUrl"), two members
+ * of one oneof, wrong JSON types, non-integral or out-of-range numbers,
+ * strings with NUL bytes and bad base64 are all errors with a message naming
+ * the field by its proto path ("urls[2].long_url").  Integers may come as
+ * JSON integers, as integral JSON reals (1e3) or as strings holding a clean
+ * decimal integer ("-12", no sign '+', no blanks); that is the only way to
+ * give a uint64 above INT64_MAX, since jansson stores integers as long long
+ * and fails to parse bigger ones.  Floats take numbers, numeric strings and
+ * "NaN", "Infinity", "-Infinity".  null leaves a field as initialised.
+ * Missing proto2 required fields are not an error here (a URL parameter
+ * may still supply them); sub-messages nest at most 100 deep.
+ *
+ * Encoding writes every field in field-number order under its proto name.
+ * Fields with explicit presence that are unset (has_ false, a NULL optional
+ * string or message, a oneof member that is not the current case) are null,
+ * so every key is always present and the output decodes back to the same
+ * message.  64-bit integers are JSON numbers, except uint64 values above
+ * INT64_MAX, which jansson cannot hold and are written as decimal strings;
+ * non-finite floats are the strings "NaN", "Infinity", "-Infinity"; enums
+ * are names (numbers without a name stay numbers).
+ */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "arena.h"
+#include "log.h"
+#include "pbjson.h"
+
+#define PBJ_PATHMAX 256
+/*
+ * Sub-message nesting accepted in JSON, as protobuf's own parsers limit
+ * recursion to 100: jansson alone allows 2048 levels, and each one costs a
+ * few hundred bytes of stack here.
+ */
+#define PBJ_MAXDEPTH 100
+
+/* Decoder state: where errors go and the path of the field being decoded. */
+struct pbj_dec {
+	cm_arena *arena;
+	char *err;
+	size_t errlen;
+	size_t pathlen;
+	int depth;
+	char path[PBJ_PATHMAX];
+};
+
+/* Scratch storage big enough and aligned for any single field value. */
+union pbj_value {
+	int32_t i32;
+	uint32_t u32;
+	int64_t i64;
+	uint64_t u64;
+	float f;
+	double d;
+	protobuf_c_boolean b;
+	char *s;
+	ProtobufCBinaryData bin;
+	ProtobufCMessage *m;
+};
+
+/* A parsed integer before it is fitted to a field type. */
+struct pbj_int {
+	int neg;
+	uint64_t mag;
+};
+
+#define PBJ_SEEN 0x01 /* key present in this object */
+#define PBJ_SET  0x02 /* ... and not null */
+
+static int pbj_dec_message(struct pbj_dec *, const ProtobufCMessageDescriptor *,
+                           json_t *, ProtobufCMessage *);
+static json_t *pbj_enc_message(const ProtobufCMessage *);
+
+/* Field-independent helpers. */
+
+static size_t
+pbj_type_size(ProtobufCType type)
+{
+	switch (type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+	case PROTOBUF_C_TYPE_ENUM:
+		return (sizeof(int32_t));
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		return (sizeof(int64_t));
+	case PROTOBUF_C_TYPE_FLOAT:
+		return (sizeof(float));
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return (sizeof(double));
+	case PROTOBUF_C_TYPE_BOOL:
+		return (sizeof(protobuf_c_boolean));
+	case PROTOBUF_C_TYPE_STRING:
+		return (sizeof(char *));
+	case PROTOBUF_C_TYPE_BYTES:
+		return (sizeof(ProtobufCBinaryData));
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return (sizeof(ProtobufCMessage *));
+	}
+	fatalx("pbjson: unknown protobuf-c field type %d", (int) type);
+}
+
+static const char *
+pbj_type_name(ProtobufCType type)
+{
+	switch (type) {
+	case PROTOBUF_C_TYPE_INT32:
+		return ("int32");
+	case PROTOBUF_C_TYPE_SINT32:
+		return ("sint32");
+	case PROTOBUF_C_TYPE_SFIXED32:
+		return ("sfixed32");
+	case PROTOBUF_C_TYPE_INT64:
+		return ("int64");
+	case PROTOBUF_C_TYPE_SINT64:
+		return ("sint64");
+	case PROTOBUF_C_TYPE_SFIXED64:
+		return ("sfixed64");
+	case PROTOBUF_C_TYPE_UINT32:
+		return ("uint32");
+	case PROTOBUF_C_TYPE_FIXED32:
+		return ("fixed32");
+	case PROTOBUF_C_TYPE_UINT64:
+		return ("uint64");
+	case PROTOBUF_C_TYPE_FIXED64:
+		return ("fixed64");
+	case PROTOBUF_C_TYPE_FLOAT:
+		return ("float");
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return ("double");
+	case PROTOBUF_C_TYPE_BOOL:
+		return ("bool");
+	case PROTOBUF_C_TYPE_ENUM:
+		return ("enum");
+	case PROTOBUF_C_TYPE_STRING:
+		return ("string");
+	case PROTOBUF_C_TYPE_BYTES:
+		return ("bytes");
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return ("message");
+	}
+	return ("unknown");
+}
+
+static int
+pbj_type_is_int(ProtobufCType type)
+{
+	return (type <= PROTOBUF_C_TYPE_FIXED64);
+}
+
+/*
+ * Whether key is the lowerCamelCase JSON name of the snake_case proto name,
+ * computed as protoc computes json_name: each '_' is dropped and the letter
+ * after it upper-cased; nothing else changes.
+ */
+static int
+pbj_camel_eq(const char *name, const char *key)
+{
+	int up = 0;
+	char c;
+
+	for (; *name != '\0'; name++) {
+		if (*name == '_') {
+			up = 1;
+			continue;
+		}
+		c = *name;
+		if (up && c >= 'a' && c <= 'z')
+			c = (char) (c - 'a' + 'A');
+		up = 0;
+		if (*key++ != c)
+			return (0);
+	}
+	return (*key == '\0');
+}
+
+/* The field named key, by proto name first, then by JSON name; or NULL. */
+static const ProtobufCFieldDescriptor *
+pbj_find_field(const ProtobufCMessageDescriptor *desc, const char *key)
+{
+	const ProtobufCFieldDescriptor *f;
+	unsigned i;
+
+	if ((f = protobuf_c_message_descriptor_get_field_by_name(desc, key)) !=
+	    NULL)
+		return (f);
+	for (i = 0; i < desc->n_fields; i++)
+		if (pbj_camel_eq(desc->fields[i].name, key))
+			return (&desc->fields[i]);
+	return (NULL);
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF) at s[0..n), or 0 if there is none.
+ */
+static size_t
+pbj_utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+	size_t len, i;
+
+	if (c < 0x80)
+		return (1);
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else
+		return (0);
+	if (n < len || s[1] < lo || s[1] > hi)
+		return (0);
+	for (i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return (0);
+	return (len);
+}
+
+static int
+pbj_utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	size_t i = 0, k;
+
+	while (i < n) {
+		if ((k = pbj_utf8_seq(p + i, n - i)) == 0)
+			return (0);
+		i += k;
+	}
+	return (1);
+}
+
+static int
+pbj_b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return (c - 'A');
+	if (c >= 'a' && c <= 'z')
+		return (c - 'a' + 26);
+	if (c >= '0' && c <= '9')
+		return (c - '0' + 52);
+	if (c == '+' || c == '-')
+		return (62);
+	if (c == '/' || c == '_')
+		return (63);
+	return (-1);
+}
+
+/*
+ * Decodes base64 in the standard or URL-safe alphabet, padding optional
+ * (but if '=' is present, the length must be a multiple of four).  No
+ * blanks.  out must hold (n / 4) * 3 + 2 bytes.  Returns 0 or -1.
+ */
+static int
+pbj_b64_decode(const char *s, size_t n, unsigned char *out, size_t *outlen)
+{
+	size_t i, o = 0, pad = 0;
+	uint32_t acc = 0;
+	int v, k = 0;
+
+	if (n > 0 && s[n - 1] == '=') {
+		if (n % 4 != 0)
+			return (-1);
+		pad = (n >= 2 && s[n - 2] == '=') ? 2 : 1;
+		n -= pad;
+	}
+	if (n % 4 == 1)
+		return (-1);
+	for (i = 0; i < n; i++) {
+		if ((v = pbj_b64_value((unsigned char) s[i])) < 0)
+			return (-1);
+		acc = (acc << 6) | (uint32_t) v;
+		if (++k == 4) {
+			out[o++] = (unsigned char) (acc >> 16);
+			out[o++] = (unsigned char) (acc >> 8);
+			out[o++] = (unsigned char) acc;
+			acc = 0;
+			k = 0;
+		}
+	}
+	if (k == 2) {
+		out[o++] = (unsigned char) (acc >> 4);
+	} else if (k == 3) {
+		out[o++] = (unsigned char) (acc >> 10);
+		out[o++] = (unsigned char) (acc >> 2);
+	}
+	*outlen = o;
+	return (0);
+}
+
+/*
+ * Parses a clean decimal integer: an optional '-', then one or more digits,
+ * nothing else.  Returns 0, -1 if malformed, -2 if the magnitude exceeds
+ * UINT64_MAX.
+ */
+static int
+pbj_parse_dec(const char *s, size_t n, struct pbj_int *out)
+{
+	uint64_t mag = 0;
+	size_t i = 0;
+	int neg = 0, d;
+
+	if (n > 0 && s[0] == '-') {
+		neg = 1;
+		i = 1;
+	}
+	if (i == n)
+		return (-1);
+	for (; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return (-1);
+		d = s[i] - '0';
+		if (mag > (UINT64_MAX - (uint64_t) d) / 10) {
+			/* Keep scanning: "12x" is malformed, not too big. */
+			for (i++; i < n; i++)
+				if (s[i] < '0' || s[i] > '9')
+					return (-1);
+			return (-2);
+		}
+		mag = mag * 10 + (uint64_t) d;
+	}
+	out->neg = neg && mag != 0;
+	out->mag = mag;
+	return (0);
+}
+
+/*
+ * Fits v to the integer field type and stores it at dst.  Returns 0, or -1
+ * if v is out of the type's range.
+ */
+static int
+pbj_int_store(ProtobufCType type, const struct pbj_int *v, void *dst)
+{
+	int32_t i32;
+	uint32_t u32;
+	int64_t i64;
+
+	switch (type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		if (v->neg ? v->mag > (uint64_t) INT32_MAX + 1
+		           : v->mag > INT32_MAX)
+			return (-1);
+		i32 = v->neg ? (int32_t) (-(int64_t) v->mag) : (int32_t) v->mag;
+		memcpy(dst, &i32, sizeof(i32));
+		return (0);
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		if (v->neg || v->mag > UINT32_MAX)
+			return (-1);
+		u32 = (uint32_t) v->mag;
+		memcpy(dst, &u32, sizeof(u32));
+		return (0);
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		if (v->neg ? v->mag > (uint64_t) INT64_MAX + 1
+		           : v->mag > INT64_MAX)
+			return (-1);
+		if (!v->neg)
+			i64 = (int64_t) v->mag;
+		else if (v->mag == (uint64_t) INT64_MAX + 1)
+			i64 = INT64_MIN;
+		else
+			i64 = -(int64_t) v->mag;
+		memcpy(dst, &i64, sizeof(i64));
+		return (0);
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		if (v->neg)
+			return (-1);
+		memcpy(dst, &v->mag, sizeof(v->mag));
+		return (0);
+	default:
+		fatalx("pbjson: %s is not an integer type",
+		       pbj_type_name(type));
+	}
+}
+
+/* Decoder errors. */
+
+static void pbj_path_push(struct pbj_dec *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * Appends to the error path.  A path too long for the buffer is cut; the
+ * saved length restores it exactly, since it never exceeds the buffer.
+ */
+static void
+pbj_path_push(struct pbj_dec *d, const char *fmt, ...)
+{
+	va_list ap;
+	size_t room = sizeof(d->path) - d->pathlen;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(d->path + d->pathlen, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		d->pathlen += (size_t) n < room ? (size_t) n : room - 1;
+}
+
+static void
+pbj_path_field(struct pbj_dec *d, const char *name)
+{
+	pbj_path_push(d, d->pathlen == 0 ? "%s" : ".%s", name);
+}
+
+static void
+pbj_path_pop(struct pbj_dec *d, size_t len)
+{
+	d->pathlen = len;
+	d->path[len] = '\0';
+}
+
+static int pbj_err(struct pbj_dec *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Formats "field \"<path>\": <message>" into the caller's buffer; -1. */
+static int
+pbj_err(struct pbj_dec *d, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (d->err == NULL || d->errlen == 0)
+		return (-1);
+	if (d->pathlen > 0)
+		n = snprintf(d->err, d->errlen, "field \"%s\": ", d->path);
+	if (n < 0 || (size_t) n >= d->errlen)
+		return (-1);
+	va_start(ap, fmt);
+	vsnprintf(d->err + n, d->errlen - (size_t) n, fmt, ap);
+	va_end(ap);
+	return (-1);
+}
+
+static int
+pbj_err_expected(struct pbj_dec *d, const ProtobufCFieldDescriptor *f)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_FLOAT:
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return (pbj_err(d, "expected a number"));
+	case PROTOBUF_C_TYPE_BOOL:
+		return (pbj_err(d, "expected true or false"));
+	case PROTOBUF_C_TYPE_ENUM:
+		return (pbj_err(
+		    d, "expected a name of enum %s",
+		    ((const ProtobufCEnumDescriptor *) f->descriptor)->name));
+	case PROTOBUF_C_TYPE_STRING:
+		return (pbj_err(d, "expected a string"));
+	case PROTOBUF_C_TYPE_BYTES:
+		return (pbj_err(d, "expected a base64 string"));
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return (pbj_err(d, "expected an object"));
+	default:
+		return (pbj_err(d, "expected an integer"));
+	}
+}
+
+static int
+pbj_err_range(struct pbj_dec *d, const ProtobufCFieldDescriptor *f)
+{
+	return (
+	    pbj_err(d, "value out of range for %s", pbj_type_name(f->type)));
+}
+
+/* Values from text: URL parameters, and JSON strings for non-string types. */
+
+static int
+pbj_text_int(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
+             const char *s, size_t n, void *dst)
+{
+	struct pbj_int v;
+	int rv;
+
+	if ((rv = pbj_parse_dec(s, n, &v)) == -1)
+		return (pbj_err(d, "expected an integer"));
+	if (rv == -2 || pbj_int_store(f->type, &v, dst) != 0)
+		return (pbj_err_range(d, f));
+	return (0);
+}
+
+/* Stores a double into a float or double field, checking float's range. */
+static int
+pbj_store_real(struct pbj_dec *d, const ProtobufCFieldDescriptor *f, double x,
+               void *dst)
+{
+	float fx;
+
+	if (f->type == PROTOBUF_C_TYPE_DOUBLE) {
+		memcpy(dst, &x, sizeof(x));
+		return (0);
+	}
+	if (isfinite(x) && (x > FLT_MAX || x < -FLT_MAX))
+		return (pbj_err_range(d, f));
+	fx = (float) x;
+	memcpy(dst, &fx, sizeof(fx));
+	return (0);
+}
+
+/*
+ * A float from text: "NaN", "Infinity", "-Infinity", or a decimal number
+ * (digits, sign, point, exponent: no blanks, hex or "inf") that strtod
+ * reads to the end.
+ */
+static int
+pbj_text_real(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
+              const char *s, size_t n, void *dst)
+{
+	char *buf, *end;
+	double x;
+	size_t i;
+
+	if (n == 3 && memcmp(s, "NaN", 3) == 0)
+		return (pbj_store_real(d, f, NAN, dst));
+	if (n == 8 && memcmp(s, "Infinity", 8) == 0)
+		return (pbj_store_real(d, f, INFINITY, dst));
+	if (n == 9 && memcmp(s, "-Infinity", 9) == 0)
+		return (pbj_store_real(d, f, -INFINITY, dst));
+	if (n == 0)
+		return (pbj_err(d, "expected a number"));
+	for (i = 0; i < n; i++)
+		if (strchr("0123456789+-.eE", s[i]) == NULL || s[i] == '\0')
+			return (pbj_err(d, "expected a number"));
+	buf = cm_arena_strndup(d->arena, s, n);
+	errno = 0;
+	x = strtod(buf, &end);
+	if (end != buf + n)
+		return (pbj_err(d, "expected a number"));
+	if (errno == ERANGE && isinf(x))
+		return (pbj_err_range(d, f));
+	return (pbj_store_real(d, f, x, dst));
+}
+
+/* An enum value by name, or by number if it names a defined value. */
+static int
+pbj_text_enum(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
+              const char *s, size_t n, void *dst)
+{
+	const ProtobufCEnumDescriptor *ed = f->descriptor;
+	const ProtobufCEnumValue *ev = NULL;
+	struct pbj_int v;
+	int32_t x;
+	char *name;
+
+	if (memchr(s, '\0', n) == NULL) {
+		name = cm_arena_strndup(d->arena, s, n);
+		ev = protobuf_c_enum_descriptor_get_value_by_name(ed, name);
+	}
+	if (ev == NULL && pbj_parse_dec(s, n, &v) == 0 &&
+	    pbj_int_store(PROTOBUF_C_TYPE_INT32, &v, &x) == 0)
+		ev = protobuf_c_enum_descriptor_get_value(ed, x);
+	if (ev == NULL) {
+		if (n > 64 || !pbj_utf8_valid(s, n) || memchr(s, '\0', n))
+			return (
+			    pbj_err(d, "unknown value for enum %s", ed->name));
+		return (pbj_err(d, "unknown value \"%.*s\" for enum %s",
+		                (int) n, s, ed->name));
+	}
+	x = ev->value;
+	memcpy(dst, &x, sizeof(x));
+	return (0);
+}
+
+static int
+pbj_text_string(struct pbj_dec *d, const char *s, size_t n, void *dst)
+{
+	char *p;
+
+	if (memchr(s, '\0', n) != NULL)
+		return (pbj_err(d, "string contains a NUL character"));
+	if (!pbj_utf8_valid(s, n))
+		return (pbj_err(d, "string is not valid UTF-8"));
+	p = cm_arena_strndup(d->arena, s, n);
+	memcpy(dst, &p, sizeof(p));
+	return (0);
+}
+
+static int
+pbj_text_bytes(struct pbj_dec *d, const char *s, size_t n, void *dst)
+{
+	ProtobufCBinaryData bin;
+	unsigned char *buf;
+	size_t len;
+
+	buf = cm_arena_alloc(d->arena, n / 4 * 3 + 3);
+	if (pbj_b64_decode(s, n, buf, &len) != 0)
+		return (pbj_err(d, "invalid base64"));
+	bin.len = len;
+	bin.data = buf;
+	memcpy(dst, &bin, sizeof(bin));
+	return (0);
+}
+
+/*
+ * Parses the text s[0..n) into the value at dst as field f's type.
+ * json says the text is a JSON string, where bools must be JSON true/false
+ * rather than text.  Messages never come from text.
+ */
+static int
+pbj_text_value(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
+               const char *s, size_t n, void *dst, int json)
+{
+	protobuf_c_boolean b;
+
+	if (pbj_type_is_int(f->type))
+		return (pbj_text_int(d, f, s, n, dst));
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_FLOAT:
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return (pbj_text_real(d, f, s, n, dst));
+	case PROTOBUF_C_TYPE_BOOL:
+		if (json)
+			return (pbj_err_expected(d, f));
+		if ((n == 4 && memcmp(s, "true", 4) == 0) ||
+		    (n == 1 && s[0] == '1'))
+			b = 1;
+		else if ((n == 5 && memcmp(s, "false", 5) == 0) ||
+		         (n == 1 && s[0] == '0'))
+			b = 0;
+		else
+			return (pbj_err(d, "expected true or false"));
+		memcpy(dst, &b, sizeof(b));
+		return (0);
+	case PROTOBUF_C_TYPE_ENUM:
+		return (pbj_text_enum(d, f, s, n, dst));
+	case PROTOBUF_C_TYPE_STRING:
+		return (pbj_text_string(d, s, n, dst));
+	case PROTOBUF_C_TYPE_BYTES:
+		return (pbj_text_bytes(d, s, n, dst));
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return (pbj_err(d, "a message cannot be set from text"));
+	default:
+		fatalx("pbjson: unknown protobuf-c field type %d",
+		       (int) f->type);
+	}
+}
+
+/* Values from JSON. */
+
+/*
+ * An integer from a JSON integer or an integral JSON real.  Reals are
+ * checked against the int64/uint64 span before the cast, which would
+ * otherwise be undefined.  No libm: integrality is tested by the cast.
+ */
+static int
+pbj_json_int(struct pbj_dec *d, const ProtobufCFieldDescriptor *f, json_t *j,
+             void *dst)
+{
+	struct pbj_int v;
+	json_int_t i;
+	double x;
+
+	if (json_is_integer(j)) {
+		i = json_integer_value(j);
+		v.neg = i < 0;
+		v.mag = i < 0 ? (uint64_t) (-(i + 1)) + 1 : (uint64_t) i;
+	} else if (json_is_real(j)) {
+		/* Every double beyond 2^53 in magnitude is integral. */
+		x = json_real_value(j);
+		if (!isfinite(x))
+			return (pbj_err(d, "expected an integer"));
+		if (x < -9223372036854775808.0 || x >= 18446744073709551616.0)
+			return (pbj_err_range(d, f));
+		v.neg = x < 0;
+		v.mag = x < 0 ? (uint64_t) -x : (uint64_t) x;
+		if ((double) v.mag != (x < 0 ? -x : x))
+			return (pbj_err(d, "expected an integer"));
+		v.neg = v.neg && v.mag != 0;
+	} else
+		return (pbj_err_expected(d, f));
+	if (pbj_int_store(f->type, &v, dst) != 0)
+		return (pbj_err_range(d, f));
+	return (0);
+}
+
+static int
+pbj_json_submessage(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
+                    json_t *j, void *dst)
+{
+	const ProtobufCMessageDescriptor *md = f->descriptor;
+	ProtobufCMessage *m;
+
+	if (!json_is_object(j))
+		return (pbj_err_expected(d, f));
+	if (d->depth >= PBJ_MAXDEPTH)
+		return (pbj_err(d, "messages nested more than %d deep",
+		                PBJ_MAXDEPTH));
+	m = cm_arena_alloc(d->arena, md->sizeof_message);
+	protobuf_c_message_init(md, m);
+	d->depth++;
+	if (pbj_dec_message(d, md, j, m) != 0)
+		return (-1);
+	d->depth--;
+	memcpy(dst, &m, sizeof(m));
+	return (0);
+}
+
+/* Decodes one (non-repeated, or one element of a repeated) value. */
+static int
+pbj_json_value(struct pbj_dec *d, const ProtobufCFieldDescriptor *f, json_t *j,
+               void *dst)
+{
+	protobuf_c_boolean b;
+	json_int_t i;
+	int32_t x;
+
+	if (json_is_string(j) && f->type != PROTOBUF_C_TYPE_MESSAGE)
+		return (pbj_text_value(d, f, json_string_value(j),
+		                       json_string_length(j), dst, 1));
+	if (pbj_type_is_int(f->type))
+		return (pbj_json_int(d, f, j, dst));
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_FLOAT:
+	case PROTOBUF_C_TYPE_DOUBLE:
+		if (!json_is_number(j))
+			return (pbj_err_expected(d, f));
+		return (pbj_store_real(d, f, json_number_value(j), dst));
+	case PROTOBUF_C_TYPE_BOOL:
+		if (!json_is_boolean(j))
+			return (pbj_err_expected(d, f));
+		b = json_is_true(j);
+		memcpy(dst, &b, sizeof(b));
+		return (0);
+	case PROTOBUF_C_TYPE_ENUM:
+		if (!json_is_integer(j))
+			return (pbj_err_expected(d, f));
+		i = json_integer_value(j);
+		if (i < INT32_MIN || i > INT32_MAX ||
+		    protobuf_c_enum_descriptor_get_value(f->descriptor,
+		                                         (int) i) == NULL)
+			return (pbj_err(
+			    d, "unknown value %lld for enum %s", (long long) i,
+			    ((const ProtobufCEnumDescriptor *) f->descriptor)
+			        ->name));
+		x = (int32_t) i;
+		memcpy(dst, &x, sizeof(x));
+		return (0);
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return (pbj_json_submessage(d, f, j, dst));
+	default:
+		/* string and bytes take only JSON strings, handled above */
+		return (pbj_err_expected(d, f));
+	}
+}
+
+/* Marks field f of msg as present: its oneof case or its has_ flag. */
+static void
+pbj_set_present(const ProtobufCFieldDescriptor *f, ProtobufCMessage *msg)
+{
+	char *base = (char *) msg;
+	uint32_t id = f->id;
+	protobuf_c_boolean one = 1;
+
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+		memcpy(base + f->quantifier_offset, &id, sizeof(id));
+	else if (f->label == PROTOBUF_C_LABEL_OPTIONAL &&
+	         f->type != PROTOBUF_C_TYPE_STRING &&
+	         f->type != PROTOBUF_C_TYPE_MESSAGE)
+		memcpy(base + f->quantifier_offset, &one, sizeof(one));
+}
+
+/*
+ * Decodes the JSON value j into field f of msg.  null leaves the field as
+ * it is; a repeated field takes an array, which replaces its elements.
+ */
+static int
+pbj_dec_field(struct pbj_dec *d, const ProtobufCFieldDescriptor *f, json_t *j,
+              ProtobufCMessage *msg)
+{
+	char *base = (char *) msg, *arr = NULL;
+	size_t n, i, size, mark;
+	json_t *e;
+
+	if (json_is_null(j))
+		return (0);
+	if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+		if (pbj_json_value(d, f, j, base + f->offset) != 0)
+			return (-1);
+		pbj_set_present(f, msg);
+		return (0);
+	}
+	if (!json_is_array(j))
+		return (pbj_err(d, "expected an array"));
+	n = json_array_size(j);
+	size = pbj_type_size(f->type);
+	if (n > SIZE_MAX / size)
+		return (pbj_err(d, "array too long"));
+	if (n > 0)
+		arr = cm_arena_alloc(d->arena, n * size);
+	mark = d->pathlen;
+	json_array_foreach(j, i, e)
+	{
+		pbj_path_push(d, "[%zu]", i);
+		if (pbj_json_value(d, f, e, arr + i * size) != 0)
+			return (-1);
+		pbj_path_pop(d, mark);
+	}
+	memcpy(base + f->quantifier_offset, &n, sizeof(n));
+	memcpy(base + f->offset, &arr, sizeof(arr));
+	return (0);
+}
+
+/*
+ * Decodes the JSON object obj into msg, field by field.  state[] records,
+ * per field, whether its key was seen (so "long_url" and "longUrl" together
+ * are an error) and whether it was set to a non-null value (so two members
+ * of a oneof are an error).  It lives on the stack for ordinary messages.
+ */
+static int
+pbj_dec_message(struct pbj_dec *d, const ProtobufCMessageDescriptor *desc,
+                json_t *obj, ProtobufCMessage *msg)
+{
+	const ProtobufCFieldDescriptor *f, *g;
+	unsigned char stack[128], *state = stack;
+	const char *key;
+	json_t *v;
+	size_t idx, mark = d->pathlen;
+	unsigned k;
+
+	if (!json_is_object(obj))
+		return (pbj_err(d, "expected an object"));
+	if (desc->n_fields > sizeof(stack))
+		state = cm_arena_alloc(d->arena, desc->n_fields);
+	else
+		memset(stack, 0, sizeof(stack));
+
+	json_object_foreach(obj, key, v)
+	{
+		if ((f = pbj_find_field(desc, key)) == NULL) {
+			pbj_path_push(d, d->pathlen == 0 ? "%s" : ".%s", key);
+			snprintf(d->err, d->errlen, "unknown field \"%s\"",
+			         d->path);
+			pbj_path_pop(d, mark);
+			return (-1);
+		}
+		idx = (size_t) (f - desc->fields);
+		pbj_path_field(d, f->name);
+		if (state[idx] & PBJ_SEEN)
+			return (pbj_err(d, "given more than once"));
+		state[idx] |= PBJ_SEEN;
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    !json_is_null(v)) {
+			for (k = 0; k < desc->n_fields; k++) {
+				g = &desc->fields[k];
+				if (k != idx && (state[k] & PBJ_SET) &&
+				    (g->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+				    g->quantifier_offset ==
+				        f->quantifier_offset)
+					return (pbj_err(d,
+					                "conflicts with \"%s\" "
+					                "(same oneof)",
+					                g->name));
+			}
+		}
+		if (pbj_dec_field(d, f, v, msg) != 0)
+			return (-1);
+		if (!json_is_null(v))
+			state[idx] |= PBJ_SET;
+		pbj_path_pop(d, mark);
+	}
+	return (0);
+}
+
+static void
+pbj_dec_init(struct pbj_dec *d, cm_arena *arena, char *err, size_t errlen)
+{
+	d->arena = arena;
+	d->err = errlen > 0 ? err : NULL;
+	d->errlen = err != NULL ? errlen : 0;
+	d->pathlen = 0;
+	d->depth = 0;
+	d->path[0] = '\0';
+	if (d->err != NULL)
+		d->err[0] = '\0';
+}
+
+/*
+ * See pbjson.h.  On failure msg may be partly filled (from the arena); the
+ * caller discards it.  msg must have been initialised for desc.
+ */
+int
+cm_pbjson_decode(const ProtobufCMessageDescriptor *desc, json_t *obj,
+                 ProtobufCMessage *msg, cm_arena *arena, char *err,
+                 size_t errlen)
+{
+	struct pbj_dec d;
+
+	if (msg == NULL || msg->descriptor != desc)
+		fatalx("pbjson: message does not match descriptor %s",
+		       desc != NULL ? desc->name : "(null)");
+	pbj_dec_init(&d, arena, err, errlen);
+	if (!json_is_object(obj))
+		return (pbj_err(&d, "expected a JSON object"));
+	return (pbj_dec_message(&d, desc, obj, msg));
+}
+
+/*
+ * See pbjson.h.  A repeated field gets value appended (the array is copied
+ * into a new arena array one longer); any other field is overwritten, its
+ * has_ flag or oneof case set.  Bytes are base64, bools "true"/"false"/"1"/
+ * "0", enums a name or a defined number, floats as in JSON strings.  msg is
+ * changed only on success.
+ */
+int
+cm_pbjson_set_field_text(const ProtobufCMessageDescriptor *desc,
+                         ProtobufCMessage *msg, const char *name,
+                         const char *value, size_t vlen, cm_arena *arena,
+                         char *err, size_t errlen)
+{
+	const ProtobufCFieldDescriptor *f;
+	struct pbj_dec d;
+	union pbj_value tmp;
+	char *base = (char *) msg, *arr, *old;
+	size_t n, size;
+
+	if (msg == NULL || msg->descriptor != desc)
+		fatalx("pbjson: message does not match descriptor %s",
+		       desc != NULL ? desc->name : "(null)");
+	pbj_dec_init(&d, arena, err, errlen);
+	if (name == NULL || (f = pbj_find_field(desc, name)) == NULL) {
+		if (d.err != NULL)
+			snprintf(d.err, d.errlen, "unknown field \"%s\"",
+			         name != NULL ? name : "");
+		return (-2);
+	}
+	pbj_path_field(&d, f->name);
+	if (value == NULL) {
+		if (vlen != 0)
+			return (pbj_err(&d, "no value"));
+		value = "";
+	}
+	memset(&tmp, 0, sizeof(tmp));
+	if (pbj_text_value(&d, f, value, vlen, &tmp, 0) != 0)
+		return (-1);
+
+	size = pbj_type_size(f->type);
+	if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+		memcpy(base + f->offset, &tmp, size);
+		pbj_set_present(f, msg);
+		return (0);
+	}
+	memcpy(&n, base + f->quantifier_offset, sizeof(n));
+	memcpy(&old, base + f->offset, sizeof(old));
+	if (n >= SIZE_MAX / size - 1)
+		return (pbj_err(&d, "array too long"));
+	arr = cm_arena_alloc(arena, (n + 1) * size);
+	if (n > 0)
+		memcpy(arr, old, n * size);
+	memcpy(arr + n * size, &tmp, size);
+	n++;
+	memcpy(base + f->quantifier_offset, &n, sizeof(n));
+	memcpy(base + f->offset, &arr, sizeof(arr));
+	return (0);
+}
+
+/* Encoding. */
+
+/*
+ * A JSON string from a protobuf string.  A service should never put
+ * invalid UTF-8 in a string field, but if one does the reply must still be
+ * JSON: each byte that does not start a well-formed sequence becomes
+ * U+FFFD.
+ */
+static json_t *
+pbj_enc_string(const char *s)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	size_t n, i = 0, o = 0, k;
+	json_t *j;
+	char *buf;
+
+	if (s == NULL)
+		return (json_string(""));
+	n = strlen(s);
+	if (pbj_utf8_valid(s, n))
+		return (json_stringn_nocheck(s, n));
+	if (n > (SIZE_MAX - 1) / 3 || (buf = malloc(n * 3 + 1)) == NULL)
+		return (NULL);
+	while (i < n) {
+		if ((k = pbj_utf8_seq(p + i, n - i)) == 0) {
+			memcpy(buf + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		} else {
+			memcpy(buf + o, s + i, k);
+			o += k;
+			i += k;
+		}
+	}
+	j = json_stringn_nocheck(buf, o);
+	free(buf);
+	return (j);
+}
+
+/* Standard base64 with padding. */
+static json_t *
+pbj_enc_bytes(const ProtobufCBinaryData *bin)
+{
+	static const char alpha[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const uint8_t *s = bin->data;
+	size_t n = bin->len, i, o = 0;
+	uint32_t acc;
+	json_t *j;
+	char *buf;
+
+	if (n == 0 || s == NULL)
+		return (json_string(""));
+	if (n > SIZE_MAX / 4 * 3 - 3 || (buf = malloc((n + 2) / 3 * 4)) == NULL)
+		return (NULL);
+	for (i = 0; i + 3 <= n; i += 3) {
+		acc =
+		    (uint32_t) s[i] << 16 | (uint32_t) s[i + 1] << 8 | s[i + 2];
+		buf[o++] = alpha[acc >> 18 & 63];
+		buf[o++] = alpha[acc >> 12 & 63];
+		buf[o++] = alpha[acc >> 6 & 63];
+		buf[o++] = alpha[acc & 63];
+	}
+	if (n - i == 1) {
+		acc = (uint32_t) s[i] << 16;
+		buf[o++] = alpha[acc >> 18 & 63];
+		buf[o++] = alpha[acc >> 12 & 63];
+		buf[o++] = '=';
+		buf[o++] = '=';
+	} else if (n - i == 2) {
+		acc = (uint32_t) s[i] << 16 | (uint32_t) s[i + 1] << 8;
+		buf[o++] = alpha[acc >> 18 & 63];
+		buf[o++] = alpha[acc >> 12 & 63];
+		buf[o++] = alpha[acc >> 6 & 63];
+		buf[o++] = '=';
+	}
+	j = json_stringn_nocheck(buf, o);
+	free(buf);
+	return (j);
+}
+
+/*
+ * A float or double.  NaN and infinities have no JSON number, so they are
+ * the strings the decoder accepts.  A float is widened through its
+ * shortest round-tripping decimal form, so 0.1f is written as 0.1 rather
+ * than 0.10000000149011612.
+ */
+static json_t *
+pbj_enc_real(double x, int is_float)
+{
+	char buf[32];
+	float fx = (float) x;
+	int prec;
+
+	if (isnan(x))
+		return (json_string("NaN"));
+	if (isinf(x))
+		return (json_string(x > 0 ? "Infinity" : "-Infinity"));
+	if (is_float) {
+		for (prec = 6; prec < 9; prec++) {
+			snprintf(buf, sizeof(buf), "%.*g", prec, (double) fx);
+			if (strtof(buf, NULL) == fx)
+				break;
+		}
+		if (prec < 9)
+			x = strtod(buf, NULL);
+	}
+	return (json_real(x));
+}
+
+/* The JSON for one value of field f stored at p. */
+static json_t *
+pbj_enc_value(const ProtobufCFieldDescriptor *f, const void *p)
+{
+	const ProtobufCEnumValue *ev;
+	union pbj_value v;
+	char buf[24];
+
+	memcpy(&v, p, pbj_type_size(f->type));
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		return (json_integer(v.i32));
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		return (json_integer(v.u32));
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		return (json_integer(v.i64));
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		if (v.u64 <= INT64_MAX)
+			return (json_integer((json_int_t) v.u64));
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long) v.u64);
+		return (json_string(buf));
+	case PROTOBUF_C_TYPE_FLOAT:
+		return (pbj_enc_real(v.f, 1));
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return (pbj_enc_real(v.d, 0));
+	case PROTOBUF_C_TYPE_BOOL:
+		return (json_boolean(v.b));
+	case PROTOBUF_C_TYPE_ENUM:
+		ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v.i32);
+		if (ev == NULL)
+			return (json_integer(v.i32));
+		return (json_string(ev->name));
+	case PROTOBUF_C_TYPE_STRING:
+		return (pbj_enc_string(v.s));
+	case PROTOBUF_C_TYPE_BYTES:
+		return (pbj_enc_bytes(&v.bin));
+	case PROTOBUF_C_TYPE_MESSAGE:
+		if (v.m == NULL)
+			return (json_null());
+		return (pbj_enc_message(v.m));
+	}
+	fatalx("pbjson: unknown protobuf-c field type %d", (int) f->type);
+}
+
+/* The JSON for field f of msg: an array, null when unset, or the value. */
+static json_t *
+pbj_enc_field(const ProtobufCFieldDescriptor *f, const ProtobufCMessage *msg)
+{
+	const char *base = (const char *) msg;
+	const char *arr;
+	const void *ptr;
+	json_t *a, *e;
+	size_t n, i, size;
+	uint32_t which;
+	protobuf_c_boolean has;
+
+	if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+		memcpy(&n, base + f->quantifier_offset, sizeof(n));
+		memcpy(&arr, base + f->offset, sizeof(arr));
+		size = pbj_type_size(f->type);
+		if ((a = json_array()) == NULL)
+			return (NULL);
+		for (i = 0; i < n && arr != NULL; i++) {
+			if ((e = pbj_enc_value(f, arr + i * size)) == NULL ||
+			    json_array_append_new(a, e) != 0) {
+				json_decref(a);
+				return (NULL);
+			}
+		}
+		return (a);
+	}
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+		memcpy(&which, base + f->quantifier_offset, sizeof(which));
+		if (which != f->id)
+			return (json_null());
+	} else if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
+		if (f->type == PROTOBUF_C_TYPE_STRING ||
+		    f->type == PROTOBUF_C_TYPE_MESSAGE) {
+			memcpy(&ptr, base + f->offset, sizeof(ptr));
+			if (ptr == NULL)
+				return (json_null());
+		} else {
+			memcpy(&has, base + f->quantifier_offset, sizeof(has));
+			if (!has)
+				return (json_null());
+		}
+	}
+	return (pbj_enc_value(f, base + f->offset));
+}
+
+static json_t *
+pbj_enc_message(const ProtobufCMessage *msg)
+{
+	const ProtobufCMessageDescriptor *desc = msg->descriptor;
+	json_t *obj, *v;
+	unsigned i;
+
+	if ((obj = json_object()) == NULL)
+		return (NULL);
+	for (i = 0; i < desc->n_fields; i++) {
+		v = pbj_enc_field(&desc->fields[i], msg);
+		if (v == NULL || json_object_set_new_nocheck(
+		                     obj, desc->fields[i].name, v) != 0) {
+			json_decref(obj);
+			return (NULL);
+		}
+	}
+	return (obj);
+}
+
+/* See pbjson.h; the output shape is described at the top of this file. */
+json_t *
+cm_pbjson_encode(const ProtobufCMessage *msg)
+{
+	if (msg == NULL || msg->descriptor == NULL)
+		return (NULL);
+	return (pbj_enc_message(msg));
+}

@@ -1,0 +1,1191 @@
+/*
+ * Unit tests of common/pbjson.c, on the real service messages
+ * (shortener.proto, health.proto) and on test-only messages with every
+ * field type and label (pbjson_test.proto, pbjson_test2.proto).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "arena.h"
+#include "health.pb-c.h"
+#include "pbjson.h"
+#include "pbjson_test.pb-c.h"
+#include "pbjson_test2.pb-c.h"
+#include "shortener.pb-c.h"
+
+struct fx {
+	cm_arena arena;
+	char err[256];
+};
+
+static int
+setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+
+	if (fx == NULL)
+		return (-1);
+	cm_arena_init(&fx->arena);
+	*state = fx;
+	return (0);
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *fx = *state;
+
+	cm_arena_fini(&fx->arena);
+	free(fx);
+	return (0);
+}
+
+/*
+ * Parses js (which must be valid JSON) and decodes it into msg, which is
+ * initialised here for desc.  Returns cm_pbjson_decode's result.  NULs
+ * in strings are let through, so that the decoder's own check is tested.
+ */
+static int
+dec(struct fx *fx, const ProtobufCMessageDescriptor *desc, const char *js,
+    void *msg)
+{
+	json_error_t jerr;
+	json_t *j;
+	int rv;
+
+	j = json_loads(js, JSON_ALLOW_NUL, &jerr);
+	if (j == NULL)
+		fail_msg("bad test JSON %s: %s", js, jerr.text);
+	protobuf_c_message_init(desc, msg);
+	fx->err[0] = '\0';
+	rv = cm_pbjson_decode(desc, j, msg, &fx->arena, fx->err,
+	                      sizeof(fx->err));
+	json_decref(j);
+	return (rv);
+}
+
+/* Decoding js must fail with exactly the error message want. */
+static void
+dec_fails(struct fx *fx, const ProtobufCMessageDescriptor *desc, const char *js,
+          const char *want)
+{
+	union {
+		ProtobufCMessage base;
+		max_align_t align;
+		char buf[1024];
+	} m;
+
+	assert_true(desc->sizeof_message <= sizeof(m));
+	assert_int_equal(dec(fx, desc, js, &m), -1);
+	assert_string_equal(fx->err, want);
+}
+
+/* Encodes msg and returns its compact JSON text (caller frees). */
+static char *
+enc(const void *msg)
+{
+	json_t *j;
+	char *s;
+
+	j = cm_pbjson_encode(msg);
+	assert_non_null(j);
+	assert_true(json_is_object(j));
+	s = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	assert_non_null(s);
+	return (s);
+}
+
+static void
+assert_enc(const void *msg, const char *want)
+{
+	char *s = enc(msg);
+
+	assert_string_equal(s, want);
+	free(s);
+}
+
+static void
+test_shortener_round_trip(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__CreateUrlRequest req;
+	Shortener__Url url = SHORTENER__URL__INIT, back;
+	char *s;
+
+	assert_int_equal(dec(fx, &shortener__create_url_request__descriptor,
+	                     "{\"long_url\":\"https://example.com/a?b=c\","
+	                     "\"custom_alias\":\"mine\",\"expires_in\":3600}",
+	                     &req),
+	                 0);
+	assert_string_equal(req.long_url, "https://example.com/a?b=c");
+	assert_string_equal(req.custom_alias, "mine");
+	assert_true(req.expires_in == 3600);
+
+	url.code = "abc123";
+	url.short_url = "https://s.example/abc123";
+	url.long_url = "https://example.com/\xc3\xa9";
+	url.created_at = 1700000000;
+	url.expires_at = 0;
+	url.clicks = INT64_MAX;
+	s = enc(&url);
+	assert_string_equal(
+	    s,
+	    "{\"code\":\"abc123\",\"short_url\":\"https://s.example/abc123\","
+	    "\"long_url\":\"https://example.com/\xc3\xa9\","
+	    "\"created_at\":1700000000,\"expires_at\":0,"
+	    "\"clicks\":9223372036854775807}");
+	assert_int_equal(dec(fx, &shortener__url__descriptor, s, &back), 0);
+	free(s);
+	assert_string_equal(back.code, url.code);
+	assert_string_equal(back.short_url, url.short_url);
+	assert_string_equal(back.long_url, url.long_url);
+	assert_true(back.created_at == url.created_at);
+	assert_true(back.clicks == INT64_MAX);
+
+	/* defaults are emitted too */
+	shortener__url__init(&url);
+	assert_enc(&url, "{\"code\":\"\",\"short_url\":\"\",\"long_url\":\"\","
+	                 "\"created_at\":0,\"expires_at\":0,\"clicks\":0}");
+}
+
+static void
+test_camel_case(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__CreateUrlRequest req;
+	Shortener__ListUrlsResponse resp;
+
+	assert_int_equal(dec(fx, &shortener__create_url_request__descriptor,
+	                     "{\"longUrl\":\"u\",\"customAlias\":\"a\","
+	                     "\"expiresIn\":\"60\"}",
+	                     &req),
+	                 0);
+	assert_string_equal(req.long_url, "u");
+	assert_string_equal(req.custom_alias, "a");
+	assert_true(req.expires_in == 60);
+
+	assert_int_equal(dec(fx, &shortener__list_urls_response__descriptor,
+	                     "{\"nextCursor\":\"c\",\"urls\":[{\"shortUrl\":"
+	                     "\"s\",\"createdAt\":5}]}",
+	                     &resp),
+	                 0);
+	assert_string_equal(resp.next_cursor, "c");
+	assert_int_equal(resp.n_urls, 1);
+	assert_string_equal(resp.urls[0]->short_url, "s");
+	assert_true(resp.urls[0]->created_at == 5);
+
+	/* the same field twice, under both names */
+	dec_fails(fx, &shortener__create_url_request__descriptor,
+	          "{\"long_url\":\"a\",\"longUrl\":\"b\"}",
+	          "field \"long_url\": given more than once");
+	/* camelCase is only the JSON name, not any capitalisation */
+	dec_fails(fx, &shortener__create_url_request__descriptor,
+	          "{\"LongUrl\":\"a\"}", "unknown field \"LongUrl\"");
+	dec_fails(fx, &shortener__create_url_request__descriptor,
+	          "{\"longurl\":\"a\"}", "unknown field \"longurl\"");
+}
+
+static void
+test_int64_forms(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__CreateUrlRequest r;
+	const ProtobufCMessageDescriptor *d =
+	    &shortener__create_url_request__descriptor;
+	json_error_t jerr;
+
+	assert_int_equal(dec(fx, d, "{\"expires_in\":9223372036854775807}", &r),
+	                 0);
+	assert_true(r.expires_in == INT64_MAX);
+	assert_int_equal(
+	    dec(fx, d, "{\"expires_in\":-9223372036854775808}", &r), 0);
+	assert_true(r.expires_in == INT64_MIN);
+	assert_int_equal(
+	    dec(fx, d, "{\"expires_in\":\"9223372036854775807\"}", &r), 0);
+	assert_true(r.expires_in == INT64_MAX);
+	assert_int_equal(
+	    dec(fx, d, "{\"expires_in\":\"-9223372036854775808\"}", &r), 0);
+	assert_true(r.expires_in == INT64_MIN);
+	assert_int_equal(dec(fx, d, "{\"expires_in\":\"-42\"}", &r), 0);
+	assert_true(r.expires_in == -42);
+	/* integral reals, e.g. exponent notation */
+	assert_int_equal(dec(fx, d, "{\"expires_in\":1e3}", &r), 0);
+	assert_true(r.expires_in == 1000);
+	assert_int_equal(dec(fx, d, "{\"expires_in\":-2.0}", &r), 0);
+	assert_true(r.expires_in == -2);
+
+	dec_fails(fx, d, "{\"expires_in\":\"9223372036854775808\"}",
+	          "field \"expires_in\": value out of range for int64");
+	dec_fails(fx, d, "{\"expires_in\":\"-9223372036854775809\"}",
+	          "field \"expires_in\": value out of range for int64");
+	dec_fails(fx, d, "{\"expires_in\":\"99999999999999999999\"}",
+	          "field \"expires_in\": value out of range for int64");
+	dec_fails(fx, d, "{\"expires_in\":1e30}",
+	          "field \"expires_in\": value out of range for int64");
+	dec_fails(fx, d, "{\"expires_in\":9223372036854775808.0}",
+	          "field \"expires_in\": value out of range for int64");
+	dec_fails(fx, d, "{\"expires_in\":1.5}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":\"12abc\"}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":\"99999999999999999999x\"}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":\" 12\"}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":\"+12\"}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":\"\"}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":\"-\"}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":\"1.5\"}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":true}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":[1]}",
+	          "field \"expires_in\": expected an integer");
+	dec_fails(fx, d, "{\"expires_in\":{}}",
+	          "field \"expires_in\": expected an integer");
+
+	/* jansson itself refuses integers it cannot hold */
+	assert_null(
+	    json_loads("{\"expires_in\":99999999999999999999}", 0, &jerr));
+}
+
+static void
+test_int32_range(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__ListUrlsRequest r;
+	const ProtobufCMessageDescriptor *d =
+	    &shortener__list_urls_request__descriptor;
+
+	assert_int_equal(dec(fx, d, "{\"limit\":2147483647}", &r), 0);
+	assert_int_equal(r.limit, INT32_MAX);
+	assert_int_equal(dec(fx, d, "{\"limit\":-2147483648}", &r), 0);
+	assert_int_equal(r.limit, INT32_MIN);
+	assert_int_equal(dec(fx, d, "{\"limit\":\"25\"}", &r), 0);
+	assert_int_equal(r.limit, 25);
+	dec_fails(fx, d, "{\"limit\":2147483648}",
+	          "field \"limit\": value out of range for int32");
+	dec_fails(fx, d, "{\"limit\":-2147483649}",
+	          "field \"limit\": value out of range for int32");
+	dec_fails(fx, d, "{\"limit\":\"4294967296\"}",
+	          "field \"limit\": value out of range for int32");
+	dec_fails(fx, d, "{\"limit\":1e30}",
+	          "field \"limit\": value out of range for int32");
+	dec_fails(fx, d, "{\"limit\":9223372036854775807}",
+	          "field \"limit\": value out of range for int32");
+}
+
+static void
+test_all_scalars(void **state)
+{
+	struct fx *fx = *state;
+	Pbjt__All m;
+	const ProtobufCMessageDescriptor *d = &pbjt__all__descriptor;
+
+	assert_int_equal(
+	    dec(fx, d,
+	        "{\"f_int32\":-5,\"f_sint32\":-2147483648,\"f_sfixed32\":"
+	        "2147483647,\"f_int64\":-1,\"f_sint64\":\"-"
+	        "9223372036854775808\","
+	        "\"f_sfixed64\":9223372036854775807,\"f_uint32\":4294967295,"
+	        "\"f_fixed32\":\"7\",\"f_uint64\":\"18446744073709551615\","
+	        "\"f_fixed64\":9223372036854775807,\"f_float\":0.5,"
+	        "\"f_double\":-1e300,\"f_bool\":true,\"f_color\":\"GREEN\","
+	        "\"f_string\":\"s\",\"f_bytes\":\"AAEC\"}",
+	        &m),
+	    0);
+	assert_int_equal(m.f_int32, -5);
+	assert_int_equal(m.f_sint32, INT32_MIN);
+	assert_int_equal(m.f_sfixed32, INT32_MAX);
+	assert_true(m.f_int64 == -1);
+	assert_true(m.f_sint64 == INT64_MIN);
+	assert_true(m.f_sfixed64 == INT64_MAX);
+	assert_true(m.f_uint32 == UINT32_MAX);
+	assert_true(m.f_fixed32 == 7);
+	assert_true(m.f_uint64 == UINT64_MAX);
+	assert_true(m.f_fixed64 == INT64_MAX);
+	assert_true(m.f_float == 0.5f);
+	assert_true(m.f_double == -1e300);
+	assert_true(m.f_bool);
+	assert_int_equal(m.f_color, PBJT__COLOR__GREEN);
+	assert_string_equal(m.f_string, "s");
+	assert_int_equal(m.f_bytes.len, 3);
+	assert_memory_equal(m.f_bytes.data, "\0\1\2", 3);
+
+	/* unsigned types refuse negatives, 32-bit ones 2^32 */
+	dec_fails(fx, d, "{\"f_uint64\":-1}",
+	          "field \"f_uint64\": value out of range for uint64");
+	dec_fails(fx, d, "{\"f_fixed64\":\"-1\"}",
+	          "field \"f_fixed64\": value out of range for fixed64");
+	dec_fails(fx, d, "{\"f_uint64\":\"18446744073709551616\"}",
+	          "field \"f_uint64\": value out of range for uint64");
+	dec_fails(fx, d, "{\"f_uint32\":4294967296}",
+	          "field \"f_uint32\": value out of range for uint32");
+	dec_fails(fx, d, "{\"f_fixed32\":-1}",
+	          "field \"f_fixed32\": value out of range for fixed32");
+	dec_fails(fx, d, "{\"f_sfixed32\":2147483648}",
+	          "field \"f_sfixed32\": value out of range for sfixed32");
+	dec_fails(fx, d, "{\"f_sint32\":\"-2147483649\"}",
+	          "field \"f_sint32\": value out of range for sint32");
+	/* "-0" is zero, which fits unsigned types */
+	assert_int_equal(dec(fx, d, "{\"f_uint64\":\"-0\"}", &m), 0);
+	assert_true(m.f_uint64 == 0);
+	/* a uint64 real up to 2^64 - 2048 is exact */
+	assert_int_equal(dec(fx, d, "{\"f_uint64\":1.8446744073709550e19}", &m),
+	                 0);
+	assert_true(m.f_uint64 == 18446744073709549568ULL);
+	dec_fails(fx, d, "{\"f_uint64\":1.8446744073709552e19}",
+	          "field \"f_uint64\": value out of range for uint64");
+
+	/* floats */
+	assert_int_equal(dec(fx, d, "{\"f_float\":3,\"f_double\":\"2.5\"}", &m),
+	                 0);
+	assert_true(m.f_float == 3.0f);
+	assert_true(m.f_double == 2.5);
+	assert_int_equal(
+	    dec(fx, d, "{\"f_float\":\"-Infinity\",\"f_double\":\"NaN\"}", &m),
+	    0);
+	assert_true(m.f_float < 0 && m.f_float * 0.0f != 0.0f);
+	assert_true(m.f_double != m.f_double);
+	dec_fails(fx, d, "{\"f_float\":1e39}",
+	          "field \"f_float\": value out of range for float");
+	dec_fails(fx, d, "{\"f_double\":\"1e999\"}",
+	          "field \"f_double\": value out of range for double");
+	dec_fails(fx, d, "{\"f_double\":\"inf\"}",
+	          "field \"f_double\": expected a number");
+	dec_fails(fx, d, "{\"f_double\":\"0x10\"}",
+	          "field \"f_double\": expected a number");
+	dec_fails(fx, d, "{\"f_double\":\"1.5 \"}",
+	          "field \"f_double\": expected a number");
+	dec_fails(fx, d, "{\"f_double\":\"\"}",
+	          "field \"f_double\": expected a number");
+	dec_fails(fx, d, "{\"f_double\":false}",
+	          "field \"f_double\": expected a number");
+
+	/* bools are JSON true/false only */
+	dec_fails(fx, d, "{\"f_bool\":\"true\"}",
+	          "field \"f_bool\": expected true or false");
+	dec_fails(fx, d, "{\"f_bool\":1}",
+	          "field \"f_bool\": expected true or false");
+}
+
+static void
+test_enums(void **state)
+{
+	struct fx *fx = *state;
+	Health__HealthCheckResponse h = HEALTH__HEALTH_CHECK_RESPONSE__INIT;
+	Pbjt__All m;
+	const ProtobufCMessageDescriptor *d =
+	    &health__health_check_response__descriptor;
+
+	assert_int_equal(dec(fx, d, "{\"status\":\"SERVING\"}", &h), 0);
+	assert_int_equal(
+	    h.status, HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+	assert_int_equal(dec(fx, d, "{\"status\":2}", &h), 0);
+	assert_int_equal(
+	    h.status,
+	    HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+	assert_int_equal(dec(fx, d, "{\"status\":\"2\"}", &h), 0);
+	assert_int_equal(
+	    h.status,
+	    HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+	dec_fails(fx, d, "{\"status\":\"BOGUS\"}",
+	          "field \"status\": unknown value \"BOGUS\" for enum "
+	          "health.HealthCheckResponse.ServingStatus");
+	dec_fails(fx, d, "{\"status\":\"serving\"}",
+	          "field \"status\": unknown value \"serving\" for enum "
+	          "health.HealthCheckResponse.ServingStatus");
+	dec_fails(fx, d, "{\"status\":7}",
+	          "field \"status\": unknown value 7 for enum "
+	          "health.HealthCheckResponse.ServingStatus");
+	dec_fails(fx, d, "{\"status\":true}",
+	          "field \"status\": expected a name of enum "
+	          "health.HealthCheckResponse.ServingStatus");
+
+	h.status = HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+	assert_enc(&h, "{\"status\":\"NOT_SERVING\",\"dependencies\":[]}");
+	/* a number without a name stays a number */
+	h.status = (Health__HealthCheckResponse__ServingStatus) 9;
+	assert_enc(&h, "{\"status\":9,\"dependencies\":[]}");
+
+	/* negative values, by name and number */
+	assert_int_equal(
+	    dec(fx, &pbjt__all__descriptor,
+	        "{\"f_color\":\"INFRARED\",\"r_color\":[-1,\"RED\","
+	        "0]}",
+	        &m),
+	    0);
+	assert_int_equal(m.f_color, PBJT__COLOR__INFRARED);
+	assert_int_equal(m.n_r_color, 3);
+	assert_int_equal(m.r_color[0], PBJT__COLOR__INFRARED);
+	assert_int_equal(m.r_color[1], PBJT__COLOR__RED);
+	assert_int_equal(m.r_color[2], PBJT__COLOR__COLOR_UNSPECIFIED);
+	dec_fails(
+	    fx, &pbjt__all__descriptor, "{\"r_color\":[\"RED\",\"X\"]}",
+	    "field \"r_color[1]\": unknown value \"X\" for enum pbjt.Color");
+}
+
+static void
+test_unknown_and_wrong_types(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *h =
+	    &health__health_check_response__descriptor;
+	const ProtobufCMessageDescriptor *c =
+	    &shortener__create_url_request__descriptor;
+
+	dec_fails(fx, c, "{\"long_url\":\"u\",\"nope\":1}",
+	          "unknown field \"nope\"");
+	dec_fails(fx, h, "{\"dependencies\":[{\"name\":\"pg\",\"bogus\":1}]}",
+	          "unknown field \"dependencies[0].bogus\"");
+	dec_fails(fx, c, "{\"long_url\":5}",
+	          "field \"long_url\": expected a string");
+	dec_fails(fx, c, "{\"long_url\":[\"a\"]}",
+	          "field \"long_url\": expected a string");
+	dec_fails(fx, c, "{\"long_url\":\"a\\u0000b\"}",
+	          "field \"long_url\": string contains a NUL character");
+	dec_fails(fx, h, "{\"dependencies\":{}}",
+	          "field \"dependencies\": expected an array");
+	dec_fails(fx, h, "{\"dependencies\":[{\"ok\":true},5]}",
+	          "field \"dependencies[1]\": expected an object");
+	dec_fails(fx, h, "{\"dependencies\":[{\"ok\":\"yes\"}]}",
+	          "field \"dependencies[0].ok\": expected true or false");
+	dec_fails(fx, &pbjt__all__descriptor, "{\"f_inner\":[]}",
+	          "field \"f_inner\": expected an object");
+	dec_fails(fx, &pbjt__all__descriptor, "{\"f_inner\":\"x\"}",
+	          "field \"f_inner\": expected an object");
+	dec_fails(fx, &pbjt__all__descriptor, "{\"f_bytes\":5}",
+	          "field \"f_bytes\": expected a base64 string");
+	dec_fails(fx, &pbjt__all__descriptor,
+	          "{\"legacy\":{\"subs\":[{\"x\":1},{\"x\":-1}]}}",
+	          "field \"legacy.subs[1].x\": value out of range for uint32");
+}
+
+static void
+test_top_level_and_bad_json(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__CreateUrlRequest r = SHORTENER__CREATE_URL_REQUEST__INIT;
+	const char *docs[] = {"[]", "\"s\"", "5", "null", "true"};
+	json_error_t jerr;
+	json_t *j;
+	size_t i;
+
+	for (i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+		j = json_loads(docs[i], JSON_DECODE_ANY, &jerr);
+		assert_non_null(j);
+		assert_int_equal(
+		    cm_pbjson_decode(&shortener__create_url_request__descriptor,
+		                     j, &r.base, &fx->arena, fx->err,
+		                     sizeof(fx->err)),
+		    -1);
+		assert_string_equal(fx->err, "expected a JSON object");
+		json_decref(j);
+	}
+	assert_int_equal(
+	    cm_pbjson_decode(&shortener__create_url_request__descriptor, NULL,
+	                     &r.base, &fx->arena, fx->err, sizeof(fx->err)),
+	    -1);
+	/* malformed or non-UTF-8 JSON never gets as far as the decoder */
+	assert_null(json_loads("{\"long_url\":", 0, &jerr));
+	assert_null(json_loads("{\"long_url\":\"\xff\"}", 0, &jerr));
+	assert_null(json_loads("{'a':1}", 0, &jerr));
+}
+
+static void
+test_null_handling(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__CreateUrlRequest r;
+	Pbjt__All m;
+	Pbjt2__Legacy l;
+
+	assert_int_equal(dec(fx, &shortener__create_url_request__descriptor,
+	                     "{\"long_url\":null,\"expires_in\":null}", &r),
+	                 0);
+	assert_string_equal(r.long_url, "");
+	assert_true(r.expires_in == 0);
+	assert_int_equal(dec(fx, &pbjt__all__descriptor,
+	                     "{\"f_inner\":null,\"r_int32\":null,\"c_string\":"
+	                     "null,\"c_int64\":3,\"legacy\":null}",
+	                     &m),
+	                 0);
+	assert_null(m.f_inner);
+	assert_int_equal(m.n_r_int32, 0);
+	assert_null(m.legacy);
+	assert_int_equal(m.choice_case, PBJT__ALL__CHOICE_C_INT64);
+	assert_true(m.c_int64 == 3);
+	assert_int_equal(dec(fx, &pbjt2__legacy__descriptor,
+	                     "{\"opt_int64\":null,\"opt_string\":null}", &l),
+	                 0);
+	assert_false(l.has_opt_int64);
+	assert_true(l.opt_int64 == 7);
+	assert_null(l.opt_string);
+	/* null is not an element */
+	dec_fails(fx, &pbjt__all__descriptor, "{\"r_int32\":[1,null]}",
+	          "field \"r_int32[1]\": expected an integer");
+	dec_fails(fx, &pbjt__all__descriptor, "{\"r_inner\":[null]}",
+	          "field \"r_inner[0]\": expected an object");
+}
+
+static void
+test_bytes_base64(void **state)
+{
+	struct fx *fx = *state;
+	Pbjt__All m = PBJT__ALL__INIT;
+	const ProtobufCMessageDescriptor *d = &pbjt__all__descriptor;
+	static const uint8_t raw[] = {0xfb, 0xff, 0x00, 'h'};
+	json_t *j;
+
+	assert_int_equal(dec(fx, d, "{\"f_bytes\":\"aGVsbG8=\"}", &m), 0);
+	assert_int_equal(m.f_bytes.len, 5);
+	assert_memory_equal(m.f_bytes.data, "hello", 5);
+	assert_int_equal(dec(fx, d, "{\"f_bytes\":\"aGVsbG8\"}", &m), 0);
+	assert_int_equal(m.f_bytes.len, 5);
+	assert_memory_equal(m.f_bytes.data, "hello", 5);
+	assert_int_equal(dec(fx, d, "{\"f_bytes\":\"aGVsbA==\"}", &m), 0);
+	assert_int_equal(m.f_bytes.len, 4);
+	assert_memory_equal(m.f_bytes.data, "hell", 4);
+	/* standard and URL-safe alphabets */
+	assert_int_equal(dec(fx, d, "{\"f_bytes\":\"+/8AaA==\"}", &m), 0);
+	assert_int_equal(m.f_bytes.len, 4);
+	assert_memory_equal(m.f_bytes.data, raw, 4);
+	assert_int_equal(dec(fx, d, "{\"f_bytes\":\"-_8AaA\"}", &m), 0);
+	assert_int_equal(m.f_bytes.len, 4);
+	assert_memory_equal(m.f_bytes.data, raw, 4);
+	assert_int_equal(dec(fx, d, "{\"f_bytes\":\"\"}", &m), 0);
+	assert_int_equal(m.f_bytes.len, 0);
+	assert_int_equal(dec(fx, d, "{\"r_bytes\":[\"YQ\",\"YmM=\"]}", &m), 0);
+	assert_int_equal(m.n_r_bytes, 2);
+	assert_int_equal(m.r_bytes[1].len, 2);
+	assert_memory_equal(m.r_bytes[1].data, "bc", 2);
+
+	dec_fails(fx, d, "{\"f_bytes\":\"a\"}",
+	          "field \"f_bytes\": invalid base64");
+	dec_fails(fx, d, "{\"f_bytes\":\"aGVsbG8==\"}",
+	          "field \"f_bytes\": invalid base64");
+	dec_fails(fx, d, "{\"f_bytes\":\"aGVsbA=\"}",
+	          "field \"f_bytes\": invalid base64");
+	dec_fails(fx, d, "{\"f_bytes\":\"a=bc\"}",
+	          "field \"f_bytes\": invalid base64");
+	dec_fails(fx, d, "{\"f_bytes\":\"aGVs bG8=\"}",
+	          "field \"f_bytes\": invalid base64");
+	dec_fails(fx, d, "{\"f_bytes\":\"====\"}",
+	          "field \"f_bytes\": invalid base64");
+
+	/* encoding is standard base64 with padding */
+	pbjt__all__init(&m);
+	m.f_bytes.data = (uint8_t *) raw;
+	m.f_bytes.len = 4;
+	j = cm_pbjson_encode(&m.base);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "f_bytes")),
+	                    "+/8AaA==");
+	json_decref(j);
+	m.f_bytes.len = 2;
+	j = cm_pbjson_encode(&m.base);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "f_bytes")),
+	                    "+/8=");
+	json_decref(j);
+	m.f_bytes.len = 0;
+	j = cm_pbjson_encode(&m.base);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "f_bytes")),
+	                    "");
+	json_decref(j);
+}
+
+static void
+test_repeated_nested(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__ListUrlsResponse r;
+	Health__HealthCheckResponse h;
+	static const char *js =
+	    "{\"urls\":[{\"code\":\"a\",\"short_url\":\"s/a\",\"long_url\":"
+	    "\"l/a\",\"created_at\":1,\"expires_at\":2,\"clicks\":3},"
+	    "{\"code\":\"b\",\"short_url\":\"s/b\",\"long_url\":\"l/b\","
+	    "\"created_at\":4,\"expires_at\":5,\"clicks\":6}],"
+	    "\"next_cursor\":\"n\"}";
+	char *s;
+
+	assert_int_equal(
+	    dec(fx, &shortener__list_urls_response__descriptor, js, &r), 0);
+	assert_int_equal(r.n_urls, 2);
+	assert_string_equal(r.urls[0]->code, "a");
+	assert_string_equal(r.urls[1]->long_url, "l/b");
+	assert_true(r.urls[1]->clicks == 6);
+	assert_string_equal(r.next_cursor, "n");
+	s = enc(&r);
+	assert_string_equal(s, js);
+	free(s);
+
+	assert_int_equal(dec(fx, &health__health_check_response__descriptor,
+	                     "{\"status\":\"SERVING\",\"dependencies\":[{"
+	                     "\"name\":\"redis\",\"ok\":true},{\"name\":\"pg\","
+	                     "\"ok\":false,\"detail\":\"down\"}]}",
+	                     &h),
+	                 0);
+	assert_int_equal(h.n_dependencies, 2);
+	assert_string_equal(h.dependencies[0]->name, "redis");
+	assert_true(h.dependencies[0]->ok);
+	assert_string_equal(h.dependencies[0]->detail, "");
+	assert_false(h.dependencies[1]->ok);
+	assert_string_equal(h.dependencies[1]->detail, "down");
+	assert_enc(&h, "{\"status\":\"SERVING\",\"dependencies\":[{\"name\":"
+	               "\"redis\",\"ok\":true,\"detail\":\"\"},{\"name\":"
+	               "\"pg\",\"ok\":false,\"detail\":\"down\"}]}");
+
+	/* empty arrays */
+	assert_int_equal(dec(fx, &health__health_check_response__descriptor,
+	                     "{\"dependencies\":[]}", &h),
+	                 0);
+	assert_int_equal(h.n_dependencies, 0);
+}
+
+static void
+test_oneof(void **state)
+{
+	struct fx *fx = *state;
+	Pbjt__All m;
+	const ProtobufCMessageDescriptor *d = &pbjt__all__descriptor;
+	json_t *j;
+
+	assert_int_equal(dec(fx, d, "{\"c_string\":\"x\"}", &m), 0);
+	assert_int_equal(m.choice_case, PBJT__ALL__CHOICE_C_STRING);
+	assert_string_equal(m.c_string, "x");
+	assert_int_equal(
+	    dec(fx, d, "{\"cInner\":{\"name\":\"n\",\"n\":4}}", &m), 0);
+	assert_int_equal(m.choice_case, PBJT__ALL__CHOICE_C_INNER);
+	assert_string_equal(m.c_inner->name, "n");
+	assert_int_equal(m.c_inner->n, 4);
+	assert_int_equal(dec(fx, d, "{\"c_int64\":\"-7\"}", &m), 0);
+	assert_int_equal(m.choice_case, PBJT__ALL__CHOICE_C_INT64);
+	assert_true(m.c_int64 == -7);
+	dec_fails(
+	    fx, d, "{\"c_string\":\"x\",\"c_int64\":5}",
+	    "field \"c_int64\": conflicts with \"c_string\" (same oneof)");
+
+	/* only the current member has a value; the others are null */
+	pbjt__all__init(&m);
+	j = cm_pbjson_encode(&m.base);
+	assert_non_null(j);
+	assert_true(json_is_null(json_object_get(j, "c_string")));
+	assert_true(json_is_null(json_object_get(j, "c_inner")));
+	assert_true(json_is_null(json_object_get(j, "c_int64")));
+	json_decref(j);
+	m.choice_case = PBJT__ALL__CHOICE_C_INT64;
+	m.c_int64 = 99;
+	j = cm_pbjson_encode(&m.base);
+	assert_non_null(j);
+	assert_true(json_is_null(json_object_get(j, "c_string")));
+	assert_true(json_integer_value(json_object_get(j, "c_int64")) == 99);
+	json_decref(j);
+}
+
+static void
+test_proto2_labels(void **state)
+{
+	struct fx *fx = *state;
+	Pbjt2__Legacy l;
+	char *s;
+
+	assert_int_equal(dec(fx, &pbjt2__legacy__descriptor,
+	                     "{\"req\":1,\"optInt64\":5,\"opt_bool\":false,"
+	                     "\"opt_string\":\"s\",\"opt_bytes\":\"\","
+	                     "\"opt_sub\":{\"x\":3},\"subs\":[{},{\"x\":2}]}",
+	                     &l),
+	                 0);
+	assert_int_equal(l.req, 1);
+	assert_true(l.has_opt_int64);
+	assert_true(l.opt_int64 == 5);
+	assert_true(l.has_opt_bool);
+	assert_false(l.opt_bool);
+	assert_true(l.has_opt_bytes);
+	assert_int_equal(l.opt_bytes.len, 0);
+	assert_false(l.has_opt_double);
+	assert_string_equal(l.opt_string, "s");
+	assert_non_null(l.opt_sub);
+	assert_true(l.opt_sub->has_x);
+	assert_int_equal(l.opt_sub->x, 3);
+	assert_int_equal(l.n_subs, 2);
+	assert_false(l.subs[0]->has_x);
+	assert_true(l.subs[1]->has_x);
+
+	/* round trip: what was set comes back, the rest is null */
+	s = enc(&l);
+	assert_string_equal(
+	    s, "{\"req\":1,\"opt_int64\":5,\"opt_string\":\"s\",\"opt_bytes\":"
+	       "\"\",\"opt_sub\":{\"x\":3},\"opt_bool\":false,\"opt_double\":"
+	       "null,\"subs\":[{\"x\":null},{\"x\":2}]}");
+	assert_int_equal(dec(fx, &pbjt2__legacy__descriptor, s, &l), 0);
+	free(s);
+	assert_false(l.has_opt_double);
+	assert_true(l.has_opt_bool);
+	assert_false(l.subs[0]->has_x);
+
+	pbjt2__legacy__init(&l);
+	assert_enc(&l, "{\"req\":0,\"opt_int64\":null,\"opt_string\":null,"
+	               "\"opt_bytes\":null,\"opt_sub\":null,\"opt_bool\":null,"
+	               "\"opt_double\":null,\"subs\":[]}");
+}
+
+/* Every field type through encode -> text -> decode -> encode. */
+static void
+test_full_round_trip(void **state)
+{
+	struct fx *fx = *state;
+	Pbjt__All m = PBJT__ALL__INIT, back;
+	Pbjt__Inner in1 = PBJT__INNER__INIT, in2 = PBJT__INNER__INIT;
+	Pbjt__Inner *inners[] = {&in1, &in2};
+	Pbjt2__Legacy leg = PBJT2__LEGACY__INIT;
+	int32_t i32s[] = {1, -2, INT32_MAX};
+	int64_t s64s[] = {INT64_MIN, 0};
+	uint64_t u64s[] = {UINT64_MAX, 1};
+	float fls[] = {0.1f, -3.25f};
+	double dbs[] = {1e-300, 0.1};
+	protobuf_c_boolean bools[] = {1, 0};
+	Pbjt__Color colors[] = {PBJT__COLOR__RED, PBJT__COLOR__INFRARED};
+	char *strs[] = {"a", "\xe2\x82\xac"};
+	ProtobufCBinaryData bins[] = {{1, (uint8_t *) "x"}, {0, NULL}};
+	char *s1, *s2;
+
+	in1.name = "one";
+	in1.n = 1;
+	in2.name = "two";
+	m.f_int32 = -1;
+	m.f_sint32 = INT32_MIN;
+	m.f_sfixed32 = -3;
+	m.f_int64 = INT64_MIN;
+	m.f_sint64 = -5;
+	m.f_sfixed64 = INT64_MAX;
+	m.f_uint32 = UINT32_MAX;
+	m.f_fixed32 = 8;
+	m.f_uint64 = 9223372036854775808ULL;
+	m.f_fixed64 = UINT64_MAX;
+	m.f_float = 0.1f;
+	m.f_double = 1.0 / 3.0;
+	m.f_bool = 1;
+	m.f_color = PBJT__COLOR__GREEN;
+	m.f_string = "quote\" backslash\\ nl\n";
+	m.f_bytes.data = (uint8_t *) "\x00\xff\x10";
+	m.f_bytes.len = 3;
+	m.f_inner = &in1;
+	m.n_r_int32 = 3;
+	m.r_int32 = i32s;
+	m.n_r_sint64 = 2;
+	m.r_sint64 = s64s;
+	m.n_r_uint64 = 2;
+	m.r_uint64 = u64s;
+	m.n_r_float = 2;
+	m.r_float = fls;
+	m.n_r_double = 2;
+	m.r_double = dbs;
+	m.n_r_bool = 2;
+	m.r_bool = bools;
+	m.n_r_color = 2;
+	m.r_color = colors;
+	m.n_r_string = 2;
+	m.r_string = strs;
+	m.n_r_bytes = 2;
+	m.r_bytes = bins;
+	m.n_r_inner = 2;
+	m.r_inner = inners;
+	m.choice_case = PBJT__ALL__CHOICE_C_INNER;
+	m.c_inner = &in2;
+	leg.req = 9;
+	leg.has_opt_double = 1;
+	leg.opt_double = -0.5;
+	m.legacy = &leg;
+
+	s1 = enc(&m);
+	/* 64-bit values as numbers, uint64 above INT64_MAX as strings */
+	assert_non_null(strstr(s1, "\"f_int64\":-9223372036854775808,"));
+	assert_non_null(strstr(s1, "\"f_uint64\":\"9223372036854775808\","));
+	assert_non_null(strstr(s1, "\"f_fixed64\":\"18446744073709551615\","));
+	assert_non_null(strstr(s1, "\"f_float\":0.1"));
+	assert_non_null(strstr(s1, "\"f_bytes\":\"AP8Q\""));
+	assert_non_null(strstr(s1, "\"r_color\":[\"RED\",\"INFRARED\"]"));
+	assert_int_equal(dec(fx, &pbjt__all__descriptor, s1, &back), 0);
+	assert_true(back.f_int64 == INT64_MIN);
+	assert_true(back.f_uint64 == 9223372036854775808ULL);
+	assert_true(back.f_fixed64 == UINT64_MAX);
+	assert_true(back.f_float == 0.1f);
+	assert_true(back.f_double == 1.0 / 3.0);
+	assert_string_equal(back.f_string, m.f_string);
+	assert_int_equal(back.f_bytes.len, 3);
+	assert_memory_equal(back.f_bytes.data, "\x00\xff\x10", 3);
+	assert_int_equal(back.n_r_float, 2);
+	assert_true(back.r_float[0] == 0.1f);
+	assert_true(back.r_uint64[0] == UINT64_MAX);
+	assert_string_equal(back.r_string[1], "\xe2\x82\xac");
+	assert_int_equal(back.choice_case, PBJT__ALL__CHOICE_C_INNER);
+	assert_string_equal(back.c_inner->name, "two");
+	assert_true(back.legacy->has_opt_double);
+	assert_int_equal(back.legacy->req, 9);
+	s2 = enc(&back);
+	assert_string_equal(s1, s2);
+	free(s1);
+	free(s2);
+
+	/* non-finite floats travel as strings */
+	pbjt__all__init(&m);
+	m.f_float = -(float) INFINITY;
+	m.f_double = NAN;
+	s1 = enc(&m);
+	assert_non_null(strstr(s1, "\"f_float\":\"-Infinity\""));
+	assert_non_null(strstr(s1, "\"f_double\":\"NaN\""));
+	assert_int_equal(dec(fx, &pbjt__all__descriptor, s1, &back), 0);
+	free(s1);
+	assert_true(back.f_double != back.f_double);
+	assert_true(back.f_float < -FLT_MAX);
+}
+
+static void
+test_encode_invalid_utf8(void **state)
+{
+	Shortener__Url url = SHORTENER__URL__INIT;
+	json_t *j;
+
+	(void) state;
+	url.code = "a\xff"
+	           "b\xc3";
+	url.long_url = NULL;
+	j = cm_pbjson_encode(&url.base);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "code")),
+	                    "a\xef\xbf\xbd"
+	                    "b\xef\xbf\xbd");
+	assert_string_equal(json_string_value(json_object_get(j, "long_url")),
+	                    "");
+	json_decref(j);
+	assert_null(cm_pbjson_encode(NULL));
+}
+
+static void
+test_set_field_text(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__ListUrlsRequest l = SHORTENER__LIST_URLS_REQUEST__INIT;
+	Shortener__CreateUrlRequest c = SHORTENER__CREATE_URL_REQUEST__INIT;
+	Health__HealthCheckResponse h = HEALTH__HEALTH_CHECK_RESPONSE__INIT;
+	Pbjt__All m = PBJT__ALL__INIT;
+	Pbjt2__Legacy g = PBJT2__LEGACY__INIT;
+	cm_arena *a = &fx->arena;
+	char *e = fx->err;
+	size_t el = sizeof(fx->err);
+
+#define SET(desc, msg, name, text)                                             \
+	cm_pbjson_set_field_text(&(desc), &(msg).base, name, text,             \
+	                         strlen(text), a, e, el)
+
+	assert_int_equal(
+	    SET(shortener__list_urls_request__descriptor, l, "limit", "25"), 0);
+	assert_int_equal(l.limit, 25);
+	assert_int_equal(
+	    SET(shortener__list_urls_request__descriptor, l, "limit", "-3"), 0);
+	assert_int_equal(l.limit, -3);
+	assert_int_equal(
+	    SET(shortener__list_urls_request__descriptor, l, "limit", "abc"),
+	    -1);
+	assert_string_equal(e, "field \"limit\": expected an integer");
+	assert_int_equal(l.limit, -3); /* unchanged on error */
+	assert_int_equal(SET(shortener__list_urls_request__descriptor, l,
+	                     "limit", "2147483648"),
+	                 -1);
+	assert_string_equal(e, "field \"limit\": value out of range for int32");
+	assert_int_equal(
+	    SET(shortener__list_urls_request__descriptor, l, "limit", ""), -1);
+	assert_int_equal(
+	    SET(shortener__list_urls_request__descriptor, l, "limit", "1.0"),
+	    -1);
+	assert_int_equal(
+	    SET(shortener__list_urls_request__descriptor, l, "cursor", "c/x y"),
+	    0);
+	assert_string_equal(l.cursor, "c/x y");
+	assert_int_equal(
+	    SET(shortener__list_urls_request__descriptor, l, "nope", "1"), -2);
+	assert_string_equal(e, "unknown field \"nope\"");
+
+	/* only vlen bytes are used; camelCase names work */
+	assert_int_equal(cm_pbjson_set_field_text(
+	                     &shortener__create_url_request__descriptor,
+	                     &c.base, "expiresIn", "120xyz", 3, a, e, el),
+	                 0);
+	assert_true(c.expires_in == 120);
+	assert_int_equal(SET(shortener__create_url_request__descriptor, c,
+	                     "expires_in", "-9223372036854775808"),
+	                 0);
+	assert_true(c.expires_in == INT64_MIN);
+	assert_int_equal(SET(shortener__create_url_request__descriptor, c,
+	                     "long_url", "\xff"),
+	                 -1);
+	assert_string_equal(e, "field \"long_url\": string is not valid UTF-8");
+	assert_int_equal(
+	    cm_pbjson_set_field_text(&shortener__create_url_request__descriptor,
+	                             &c.base, "long_url", "a\0b", 3, a, e, el),
+	    -1);
+	assert_int_equal(cm_pbjson_set_field_text(
+	                     &shortener__create_url_request__descriptor,
+	                     &c.base, "custom_alias", NULL, 0, a, e, el),
+	                 0);
+	assert_string_equal(c.custom_alias, "");
+
+	/* enums by name or number */
+	assert_int_equal(SET(health__health_check_response__descriptor, h,
+	                     "status", "SERVING"),
+	                 0);
+	assert_int_equal(
+	    h.status, HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+	assert_int_equal(
+	    SET(health__health_check_response__descriptor, h, "status", "2"),
+	    0);
+	assert_int_equal(
+	    h.status,
+	    HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+	assert_int_equal(
+	    SET(health__health_check_response__descriptor, h, "status", "BAD"),
+	    -1);
+	assert_string_equal(e, "field \"status\": unknown value \"BAD\" for "
+	                       "enum health.HealthCheckResponse.ServingStatus");
+	assert_int_equal(SET(health__health_check_response__descriptor, h,
+	                     "dependencies", "x"),
+	                 -1);
+	assert_string_equal(
+	    e, "field \"dependencies\": a message cannot be set from text");
+
+	/* bools */
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_bool", "true"), 0);
+	assert_true(m.f_bool);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_bool", "0"), 0);
+	assert_false(m.f_bool);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "fBool", "1"), 0);
+	assert_true(m.f_bool);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_bool", "false"), 0);
+	assert_false(m.f_bool);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_bool", "yes"), -1);
+	assert_string_equal(e, "field \"f_bool\": expected true or false");
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_bool", "TRUE"), -1);
+
+	/* floats, unsigned, bytes */
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_double", "-1.5e3"),
+	                 0);
+	assert_true(m.f_double == -1500.0);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_float", "abc"), -1);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_double", "1e999"),
+	                 -1);
+	assert_string_equal(e, "field \"f_double\": value out of range for "
+	                       "double");
+	assert_int_equal(
+	    SET(pbjt__all__descriptor, m, "f_uint64", "18446744073709551615"),
+	    0);
+	assert_true(m.f_uint64 == UINT64_MAX);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_uint32", "-1"), -1);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_bytes", "aGk"), 0);
+	assert_int_equal(m.f_bytes.len, 2);
+	assert_memory_equal(m.f_bytes.data, "hi", 2);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "f_bytes", "%%%"), -1);
+
+	/* repeated fields append */
+	assert_int_equal(SET(pbjt__all__descriptor, m, "r_int32", "1"), 0);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "r_int32", "2"), 0);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "rInt32", "3"), 0);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "r_int32", "x"), -1);
+	assert_int_equal(m.n_r_int32, 3);
+	assert_int_equal(m.r_int32[0], 1);
+	assert_int_equal(m.r_int32[1], 2);
+	assert_int_equal(m.r_int32[2], 3);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "r_string", "a"), 0);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "r_string", "b"), 0);
+	assert_int_equal(m.n_r_string, 2);
+	assert_string_equal(m.r_string[1], "b");
+	assert_int_equal(SET(pbjt__all__descriptor, m, "r_color", "GREEN"), 0);
+	assert_int_equal(m.r_color[0], PBJT__COLOR__GREEN);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "r_inner", "x"), -1);
+
+	/* a oneof member sets the case; has_ flags are set */
+	assert_int_equal(SET(pbjt__all__descriptor, m, "c_int64", "77"), 0);
+	assert_int_equal(m.choice_case, PBJT__ALL__CHOICE_C_INT64);
+	assert_true(m.c_int64 == 77);
+	assert_int_equal(SET(pbjt__all__descriptor, m, "c_string", "s"), 0);
+	assert_int_equal(m.choice_case, PBJT__ALL__CHOICE_C_STRING);
+	assert_string_equal(m.c_string, "s");
+	assert_int_equal(SET(pbjt2__legacy__descriptor, g, "opt_int64", "8"),
+	                 0);
+	assert_true(g.has_opt_int64);
+	assert_true(g.opt_int64 == 8);
+	assert_int_equal(SET(pbjt2__legacy__descriptor, g, "opt_string", "o"),
+	                 0);
+	assert_string_equal(g.opt_string, "o");
+#undef SET
+}
+
+static void
+test_error_buffer(void **state)
+{
+	struct fx *fx = *state;
+	Shortener__CreateUrlRequest r = SHORTENER__CREATE_URL_REQUEST__INIT;
+	json_t *j;
+	char small[8];
+
+	j = json_pack("{s:i}", "long_url", 5);
+	assert_non_null(j);
+	memset(small, 'x', sizeof(small));
+	assert_int_equal(
+	    cm_pbjson_decode(&shortener__create_url_request__descriptor, j,
+	                     &r.base, &fx->arena, small, sizeof(small)),
+	    -1);
+	assert_string_equal(small, "field \"");
+	assert_int_equal(
+	    cm_pbjson_decode(&shortener__create_url_request__descriptor, j,
+	                     &r.base, &fx->arena, NULL, 0),
+	    -1);
+	json_decref(j);
+	j = json_pack("{s:i}", "zzz", 5);
+	assert_non_null(j);
+	assert_int_equal(
+	    cm_pbjson_decode(&shortener__create_url_request__descriptor, j,
+	                     &r.base, &fx->arena, NULL, 0),
+	    -1);
+	json_decref(j);
+	assert_int_equal(cm_pbjson_set_field_text(
+	                     &shortener__create_url_request__descriptor,
+	                     &r.base, "zzz", "1", 1, &fx->arena, NULL, 0),
+	                 -2);
+}
+
+/*
+ * Node JSON nested depth levels deep (depth "child" keys), with "v" set
+ * to the string leaf at the bottom; the dotted path of that "v" goes to
+ * path.  Caller frees the result.
+ */
+static char *
+nested_json(size_t depth, const char *leaf, char *path, size_t pathlen)
+{
+	char *js, *p;
+	size_t i;
+
+	js = malloc(depth * 16 + strlen(leaf) + 64);
+	assert_non_null(js);
+	assert_true(pathlen > depth * 6 + 2);
+	p = js;
+	path[0] = '\0';
+	for (i = 0; i < depth; i++) {
+		p += sprintf(p, "{\"child\":");
+		strcat(path, i == 0 ? "child" : ".child");
+	}
+	p += sprintf(p, "{\"v\":%s}", leaf);
+	for (i = 0; i < depth; i++)
+		*p++ = '}';
+	*p = '\0';
+	strcat(path, ".v");
+	return (js);
+}
+
+static int
+dec_node(struct fx *fx, const char *js, Pbjt__Node *n, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *j;
+	int rv;
+
+	j = json_loads(js, 0, &jerr);
+	assert_non_null(j);
+	pbjt__node__init(n);
+	rv = cm_pbjson_decode(&pbjt__node__descriptor, j, &n->base, &fx->arena,
+	                      err, errlen);
+	json_decref(j);
+	return (rv);
+}
+
+/*
+ * Error paths deeper than the decoder's path buffer are cut at 255
+ * characters, never overflowed, and the message stays terminated; nesting
+ * is limited to 100 sub-messages.
+ */
+static void
+test_deep_nesting(void **state)
+{
+	struct fx *fx = *state;
+	Pbjt__Node n;
+	const Pbjt__Node *p;
+	char *js, want[512], path[1024], err[512];
+	int i;
+
+	js = nested_json(100, "\"x\"", path, sizeof(path));
+	assert_true(strlen(path) > 255);
+	snprintf(want, sizeof(want), "field \"%.255s\": expected an integer",
+	         path);
+	assert_int_equal(dec_node(fx, js, &n, err, sizeof(err)), -1);
+	free(js);
+	assert_string_equal(err, want);
+
+	js = nested_json(100, "7", path, sizeof(path));
+	assert_int_equal(dec_node(fx, js, &n, err, sizeof(err)), 0);
+	free(js);
+	for (i = 0, p = &n; p->child != NULL; p = p->child)
+		i++;
+	assert_int_equal(i, 100);
+	assert_int_equal(p->v, 7);
+
+	js = nested_json(101, "7", path, sizeof(path));
+	assert_int_equal(dec_node(fx, js, &n, err, sizeof(err)), -1);
+	free(js);
+	assert_non_null(strstr(err, "\": messages nested more than 100 deep"));
+
+	/* the nested path is exact when it fits */
+	assert_int_equal(dec(fx, &pbjt__node__descriptor,
+	                     "{\"child\":{\"child\":{\"v\":1,\"w\":2}}}", &n),
+	                 -1);
+	assert_string_equal(fx->err, "unknown field \"child.child.w\"");
+	assert_int_equal(dec(fx, &pbjt__node__descriptor,
+	                     "{\"child\":{\"child\":{\"v\":1}},\"v\":2}", &n),
+	                 0);
+	assert_int_equal(n.child->child->v, 1);
+	assert_null(n.child->child->child);
+	assert_int_equal(n.v, 2);
+}
+
+int
+main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+	const struct CMUnitTest tests[] = {
+	    T(test_shortener_round_trip),
+	    T(test_camel_case),
+	    T(test_int64_forms),
+	    T(test_int32_range),
+	    T(test_all_scalars),
+	    T(test_enums),
+	    T(test_unknown_and_wrong_types),
+	    T(test_top_level_and_bad_json),
+	    T(test_null_handling),
+	    T(test_bytes_base64),
+	    T(test_repeated_nested),
+	    T(test_oneof),
+	    T(test_proto2_labels),
+	    T(test_full_round_trip),
+	    T(test_encode_invalid_utf8),
+	    T(test_set_field_text),
+	    T(test_error_buffer),
+	    T(test_deep_nesting),
+	};
+#undef T
+
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
