@@ -1,0 +1,203 @@
+/*
+ * Upstreams: the services behind the gateway, and asynchronous calls to
+ * them that complete on the calling event loop.
+ *
+ * cm_rpc_call_async reports on an NNG (or timer) thread, where a
+ * connection must never be touched: libuv handles belong to their loop's
+ * thread.  So the completion only copies the outcome (status, message,
+ * payload) into the call record, appends the record to its loop's queue
+ * under the loop's mutex and wakes the loop with uv_async_send.  The loop
+ * drains the queue in its async callback and runs the caller's callback
+ * there.  The queue's mutex is per loop and taken once per completed
+ * call, never on the cached-redirect path.
+ *
+ * When a loop has shut down (qclosed), late completions free their record
+ * and are dropped: nothing waits for them any more.
+ *
+ * Declaring an upstream is one line in gw_upstreams: its name (what routes
+ * and /healthz call it), the environment variable with its address(es)
+ * and a default.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#include "gateway.h"
+
+struct gw_upstream gw_upstreams[] = {
+    {.name = "shortener",
+     .addr_env = "SHORTENER_ADDR",
+     .addr_default = "tcp://127.0.0.1:7001"},
+};
+const size_t gw_nupstreams = sizeof(gw_upstreams) / sizeof(gw_upstreams[0]);
+
+/* One call in flight, and then its outcome on the way back. */
+struct gw_call {
+	struct gw_call *next;
+	struct gw_loop *loop;
+	struct gw_upstream *up;
+	gw_call_cb cb;
+	void *arg;
+	uint64_t tag;
+	int idx;
+	int64_t start_us;
+	/* filled on the NNG thread */
+	int status;
+	char *message;    /* in mem, or a static string */
+	uint8_t *payload; /* in mem */
+	size_t len;
+	char *mem;
+};
+
+void
+gw_upstreams_open(void)
+{
+	size_t i;
+
+	for (i = 0; i < gw_nupstreams; i++) {
+		struct gw_upstream *u = &gw_upstreams[i];
+		const char *addr = cm_env_str(u->addr_env, u->addr_default);
+		char labels[128];
+		int rv;
+
+		if ((rv = cm_rpc_client_open(&u->client, addr)) != 0)
+			fatalx("event=upstream_open upstream=%s addr=%s rv=%d",
+			       u->name, addr, rv);
+		snprintf(labels, sizeof(labels), "upstream=\"%s\"", u->name);
+		u->latency = cm_histogram_get(
+		    "gateway_upstream_duration_seconds", labels,
+		    "Upstream RPC latency seen by the gateway.");
+		log_info("event=upstream name=%s addr=%s", u->name, addr);
+	}
+}
+
+void
+gw_upstreams_close(void)
+{
+	size_t i;
+
+	for (i = 0; i < gw_nupstreams; i++) {
+		if (gw_upstreams[i].client != NULL)
+			cm_rpc_client_close(gw_upstreams[i].client);
+		gw_upstreams[i].client = NULL;
+	}
+}
+
+struct gw_upstream *
+gw_upstream_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < gw_nupstreams; i++)
+		if (strcmp(gw_upstreams[i].name, name) == 0)
+			return (&gw_upstreams[i]);
+	return (NULL);
+}
+
+/* NNG thread: keep the outcome and hand the record to the loop. */
+static void
+call_done(void *arg, const cm_rpc_result *res)
+{
+	struct gw_call *call = arg;
+	struct gw_loop *l = call->loop;
+	const char *msg = res->message ? res->message : "";
+	size_t mlen = strlen(msg);
+
+	call->status = res->status;
+	call->len = 0;
+	if ((call->mem = malloc(mlen + 1 + res->len)) == NULL) {
+		call->status = CM_INTERNAL;
+		call->message = (char *) "out of memory";
+	} else {
+		memcpy(call->mem, msg, mlen + 1);
+		call->message = call->mem;
+		if (res->len > 0) {
+			call->payload = (uint8_t *) call->mem + mlen + 1;
+			memcpy(call->payload, res->payload, res->len);
+			call->len = res->len;
+		}
+	}
+	pthread_mutex_lock(&l->qmu);
+	if (l->qclosed) {
+		pthread_mutex_unlock(&l->qmu);
+		free(call->mem);
+		free(call);
+		return;
+	}
+	call->next = NULL;
+	if (l->qtail != NULL)
+		l->qtail->next = call;
+	else
+		l->qhead = call;
+	l->qtail = call;
+	/* Sent under the lock, so the handle cannot be closed meanwhile. */
+	uv_async_send(&l->async);
+	pthread_mutex_unlock(&l->qmu);
+}
+
+void
+gw_upstream_call(struct gw_loop *l, struct gw_upstream *u,
+                 const cm_rpc_meta *meta, const char *method,
+                 const uint8_t *payload, size_t len, int64_t timeout_ms,
+                 gw_call_cb cb, void *arg, uint64_t tag, int idx)
+{
+	struct gw_call *call;
+
+	if ((call = calloc(1, sizeof(*call))) == NULL)
+		fatalx("gateway: out of memory for an upstream call");
+	call->loop = l;
+	call->up = u;
+	call->cb = cb;
+	call->arg = arg;
+	call->tag = tag;
+	call->idx = idx;
+	call->start_us = cm_mono_us();
+	l->calls++;
+	cm_rpc_call_async(u->client, meta, method, payload, len,
+	                  cm_now_ms() + timeout_ms, call_done, call);
+}
+
+void
+gw_upstream_deliver(struct gw_loop *l)
+{
+	struct gw_call *call, *next;
+
+	pthread_mutex_lock(&l->qmu);
+	call = l->qhead;
+	l->qhead = l->qtail = NULL;
+	pthread_mutex_unlock(&l->qmu);
+	for (; call != NULL; call = next) {
+		struct gw_reply r = {
+		    .status = call->status,
+		    .message = call->message,
+		    .payload = call->payload,
+		    .len = call->len,
+		};
+
+		next = call->next;
+		l->calls--;
+		cm_histogram_observe_us(call->up->latency,
+		                        cm_mono_us() - call->start_us);
+		if (cm_code_http(call->status) >= 500)
+			gw_metrics_upstream_error(call->up, call->status);
+		call->cb(call->arg, call->tag, call->idx, &r);
+		free(call->mem);
+		free(call);
+	}
+}
+
+void
+gw_upstream_discard(struct gw_call *call)
+{
+	struct gw_call *next;
+
+	for (; call != NULL; call = next) {
+		next = call->next;
+		free(call->mem);
+		free(call);
+	}
+}
