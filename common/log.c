@@ -54,6 +54,9 @@ log_set_rid(const char *rid)
  * Formats one line: timestamp, level, service, request id, the caller's
  * fields and an optional error string, then writes it in one call.
  */
+static void log_emit(enum cm_log_level, const char *, const char *, va_list)
+    __attribute__((format(printf, 3, 0)));
+
 static void
 log_emit(enum cm_log_level lv, const char *err, const char *fmt, va_list ap)
 {
