@@ -1,0 +1,1019 @@
+/*
+ * The URL shortener through the gateway, black-box: the real gateway and
+ * shortener binaries, a private Redis, the run's PostgreSQL, and HTTP.
+ * Every behaviour and error status of the shortener issue has a test here.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "harness.h"
+
+#define SECRET "integration-secret"
+#define BASE   "http://short.test"
+
+static struct {
+	h_redis redis;
+	h_proc shortener, gw_a, gw_b;
+	int sh_port, a_port, b_port;
+	char sh_addr[64];
+	char a_url[64], b_url[64];
+	const char *sh_bin, *gw_bin;
+	char *tok_alice, *tok_bob;
+	char auth_alice[1024], auth_bob[1024];
+	unsigned seq;
+} T;
+
+static void
+msleep(int ms)
+{
+	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (ts.tv_sec * 1e3 + ts.tv_nsec / 1e6);
+}
+
+/* A name no earlier run of the suite can have used. */
+static void
+unique(char *out, size_t n, const char *prefix)
+{
+	snprintf(out, n, "%s%lx%x", prefix,
+	         (unsigned long) time(NULL) & 0xfffff, T.seq++);
+}
+
+static void
+shortener_start(void)
+{
+	h_proc *p = &T.shortener;
+
+	memset(p, 0, sizeof(*p));
+	p->name = "shortener";
+	p->bin = T.sh_bin;
+	h_proc_env(p, "SHORTENER_LISTEN", "tcp://127.0.0.1:%d", T.sh_port);
+	h_proc_env(p, "REDIS_URL", "%s", T.redis.url);
+	h_proc_env(p, "DATABASE_URL", "%s", getenv("DATABASE_URL"));
+	h_proc_env(p, "PUBLIC_BASE_URL", "%s", BASE);
+	h_proc_env(p, "SHORTENER_WORKERS", "8");
+	h_proc_start(p);
+	assert_true(h_wait_healthy(T.sh_bin, T.sh_addr, 20000));
+}
+
+static void
+gateway_start(h_proc *p, const char *name, int port)
+{
+	char addr[64];
+
+	memset(p, 0, sizeof(*p));
+	p->name = name;
+	p->bin = T.gw_bin;
+	h_proc_env(p, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
+	h_proc_env(p, "GATEWAY_THREADS", "2");
+	h_proc_env(p, "SHORTENER_ADDR", "%s", T.sh_addr);
+	h_proc_env(p, "REDIS_URL", "%s", T.redis.url);
+	h_proc_env(p, "PUBLIC_BASE_URL", "%s", BASE);
+	h_proc_env(p, "AUTH_JWT_SECRET", "%s", SECRET);
+	h_proc_env(p, "GATEWAY_CLICK_FLUSH_MS", "200");
+	h_proc_start(p);
+	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
+	assert_true(h_wait_healthy(T.gw_bin, addr, 20000));
+}
+
+static int
+suite_setup(void **state)
+{
+	char payload[256];
+
+	(void) state;
+	T.sh_bin = getenv("SHORTENER_BIN");
+	T.gw_bin = getenv("GATEWAY_BIN");
+	if (getenv("DATABASE_URL") == NULL || T.sh_bin == NULL ||
+	    T.gw_bin == NULL) {
+		fprintf(stderr, "integration tests need DATABASE_URL, "
+		                "SHORTENER_BIN and GATEWAY_BIN: run "
+		                "tests/run.sh\n");
+		return (-1);
+	}
+	curl_global_init(CURL_GLOBAL_ALL);
+	h_redis_start(&T.redis);
+	T.sh_port = h_free_port();
+	T.a_port = h_free_port();
+	T.b_port = h_free_port();
+	snprintf(T.sh_addr, sizeof(T.sh_addr), "tcp://127.0.0.1:%d", T.sh_port);
+	snprintf(T.a_url, sizeof(T.a_url), "http://127.0.0.1:%d", T.a_port);
+	snprintf(T.b_url, sizeof(T.b_url), "http://127.0.0.1:%d", T.b_port);
+	shortener_start();
+	gateway_start(&T.gw_a, "gateway-a", T.a_port);
+	gateway_start(&T.gw_b, "gateway-b", T.b_port);
+
+	snprintf(payload, sizeof(payload), "{\"sub\":\"alice-%d\",\"exp\":%ld}",
+	         (int) getpid(), (long) time(NULL) + 3600);
+	T.tok_alice = h_jwt(SECRET, "HS256", payload);
+	snprintf(payload, sizeof(payload), "{\"sub\":\"bob-%d\",\"exp\":%ld}",
+	         (int) getpid(), (long) time(NULL) + 3600);
+	T.tok_bob = h_jwt(SECRET, "HS256", payload);
+	snprintf(T.auth_alice, sizeof(T.auth_alice), "Authorization: Bearer %s",
+	         T.tok_alice);
+	snprintf(T.auth_bob, sizeof(T.auth_bob), "Authorization: Bearer %s",
+	         T.tok_bob);
+	return (0);
+}
+
+static int
+suite_teardown(void **state)
+{
+	(void) state;
+	h_proc_stop(&T.gw_a, 5000);
+	h_proc_stop(&T.gw_b, 5000);
+	h_proc_stop(&T.shortener, 5000);
+	h_redis_stop(&T.redis);
+	h_proc_free(&T.gw_a);
+	h_proc_free(&T.gw_b);
+	h_proc_free(&T.shortener);
+	free(T.tok_alice);
+	free(T.tok_bob);
+	curl_global_cleanup();
+	return (0);
+}
+
+/* POST /api/v1/urls with body on gateway base; auth header may be NULL. */
+static void
+create(h_resp *r, const char *base, const char *auth, const char *body)
+{
+	char url[128];
+	const char *hdrs[] = {"Content-Type: application/json", auth, NULL};
+
+	snprintf(url, sizeof(url), "%s/api/v1/urls", base);
+	h_http(r, "POST", url, hdrs, body, strlen(body));
+}
+
+/* Creates a link and returns its code (malloc'd); asserts 201. */
+static char *
+create_ok(const char *auth, const char *long_url, const char *extra)
+{
+	h_resp r;
+	char body[4096];
+	char *code;
+
+	snprintf(body, sizeof(body), "{\"long_url\":\"%s\"%s%s}", long_url,
+	         extra != NULL ? "," : "", extra != NULL ? extra : "");
+	create(&r, T.a_url, auth, body);
+	if (r.status != 201)
+		fprintf(stderr, "create: %ld %s\n", r.status, r.body);
+	assert_int_equal(r.status, 201);
+	code = h_json_str(&r, "code");
+	assert_non_null(code);
+	h_resp_free(&r);
+	return (code);
+}
+
+static void
+follow(h_resp *r, const char *base, const char *code, const char *method)
+{
+	char url[256];
+
+	snprintf(url, sizeof(url), "%s/%s", base, code);
+	h_http(r, method, url, NULL, NULL, 0);
+}
+
+static void
+stats(h_resp *r, const char *base, const char *code, const char *auth)
+{
+	char url[256];
+	const char *hdrs[] = {auth, NULL};
+
+	snprintf(url, sizeof(url), "%s/api/v1/urls/%s", base, code);
+	h_http(r, "GET", url, hdrs, NULL, 0);
+}
+
+static void
+assert_error(const h_resp *r, long status, const char *code)
+{
+	char *c = h_json_str(r, "error.code");
+	char *m = h_json_str(r, "error.message");
+
+	if (r->status != status)
+		fprintf(stderr, "expected %ld %s, got %ld %s\n", status, code,
+		        r->status, r->body);
+	assert_int_equal(r->status, status);
+	assert_non_null(c);
+	assert_string_equal(c, code);
+	assert_non_null(m);
+	free(c);
+	free(m);
+}
+
+static void
+test_create_and_redirect(void **state)
+{
+	h_resp r;
+	char *code, *loc, *cc, *ct;
+
+	(void) state;
+	create(&r, T.a_url, NULL,
+	       "{\"long_url\":\"https://example.com/a/b?c=d#e\"}");
+	assert_int_equal(r.status, 201);
+	ct = h_resp_header(&r, "Content-Type");
+	assert_non_null(strstr(ct, "application/json"));
+	free(ct);
+	code = h_json_str(&r, "code");
+	assert_non_null(code);
+	assert_int_equal(strlen(code), 7);
+	char *short_url = h_json_str(&r, "short_url");
+	char want[128];
+	snprintf(want, sizeof(want), "%s/%s", BASE, code);
+	assert_string_equal(short_url, want);
+	free(short_url);
+	char *lu = h_json_str(&r, "long_url");
+	assert_string_equal(lu, "https://example.com/a/b?c=d#e");
+	free(lu);
+	long long created = h_json_int(&r, "created_at");
+	assert_true(created > time(NULL) - 60 && created <= time(NULL) + 1);
+	assert_int_equal(h_json_int(&r, "expires_at"), 0);
+	h_resp_free(&r);
+
+	follow(&r, T.a_url, code, "GET");
+	assert_int_equal(r.status, 302);
+	loc = h_resp_header(&r, "Location");
+	assert_string_equal(loc, "https://example.com/a/b?c=d#e");
+	cc = h_resp_header(&r, "Cache-Control");
+	assert_string_equal(cc, "private, no-store");
+	free(loc);
+	free(cc);
+	h_resp_free(&r);
+
+	/* HEAD: same status and Location, no body. */
+	follow(&r, T.a_url, code, "HEAD");
+	assert_int_equal(r.status, 302);
+	loc = h_resp_header(&r, "Location");
+	assert_string_equal(loc, "https://example.com/a/b?c=d#e");
+	assert_int_equal(r.body_len, 0);
+	free(loc);
+	h_resp_free(&r);
+
+	/* Consecutive links get unrelated codes (keyed permutation). */
+	char *code2 = create_ok(NULL, "https://example.com/2", NULL);
+	int same = 0;
+	for (int i = 0; i < 7; i++)
+		same += code[i] == code2[i];
+	assert_true(same < 5);
+	free(code2);
+	free(code);
+}
+
+static void
+test_short_url_ignores_host_header(void **state)
+{
+	h_resp r;
+	char url[128];
+	const char *hdrs[] = {"Host: evil.example",
+	                      "Content-Type: application/json", NULL};
+	const char *body = "{\"long_url\":\"https://example.com/host\"}";
+	char *s;
+
+	(void) state;
+	snprintf(url, sizeof(url), "%s/api/v1/urls", T.a_url);
+	h_http(&r, "POST", url, hdrs, body, strlen(body));
+	assert_int_equal(r.status, 201);
+	s = h_json_str(&r, "short_url");
+	assert_non_null(s);
+	assert_true(strncmp(s, BASE "/", strlen(BASE) + 1) == 0);
+	free(s);
+	h_resp_free(&r);
+}
+
+static void
+test_long_url_validation(void **state)
+{
+	static const char *bad[] = {
+	    "{\"long_url\":\"ftp://example.com/x\"}",
+	    "{\"long_url\":\"javascript:alert(1)\"}",
+	    "{\"long_url\":\"example.com/no-scheme\"}",
+	    "{\"long_url\":\"http://\"}",
+	    "{\"long_url\":\"http://user:pw@example.com/\"}",
+	    "{\"long_url\":\"http://exa mple.com/\"}",
+	    "{\"long_url\":\"http://example.com:99999/\"}",
+	    "{\"long_url\":\"" BASE "/abc\"}",
+	    "{\"long_url\":\"\"}",
+	    "{}",
+	};
+	h_resp r;
+	char *big;
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		create(&r, T.a_url, NULL, bad[i]);
+		if (r.status != 400)
+			fprintf(stderr, "accepted: %s\n", bad[i]);
+		assert_error(&r, 400, "INVALID_ARGUMENT");
+		h_resp_free(&r);
+	}
+	/* 2048 bytes is the limit: 2049 is refused, 2048 accepted. */
+	big = malloc(4200);
+	for (int len = 2048; len <= 2049; len++) {
+		int n = snprintf(big, 4200, "{\"long_url\":\"https://e.com/");
+		int target = n + len - (int) strlen("https://e.com/");
+		while (n < target)
+			big[n++] = 'a';
+		snprintf(big + n, 4200 - (size_t) n, "\"}");
+		create(&r, T.a_url, NULL, big);
+		assert_int_equal(r.status, len == 2048 ? 201 : 400);
+		h_resp_free(&r);
+	}
+	free(big);
+}
+
+static void
+test_bad_json_and_types(void **state)
+{
+	static const char *bad[] = {
+	    "{\"long_url\": ",
+	    "not json",
+	    "[1,2]",
+	    "{\"long_url\":\"https://e.com\",\"surprise\":1}",
+	    "{\"long_url\":42}",
+	    "{\"long_url\":\"https://e.com\",\"expires_in\":\"soon\"}",
+	    "{\"long_url\":\"https://e.com\",\"expires_in\":1.5}",
+	    "{\"long_url\":\"https://e.com\",\"expires_in\":"
+	    "99999999999999999999999}",
+	    "{\"long_url\":\"https://e.com\",\"expires_in\":-5}",
+	};
+	h_resp r;
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		create(&r, T.a_url, NULL, bad[i]);
+		if (r.status != 400)
+			fprintf(stderr, "accepted: %s\n", bad[i]);
+		assert_error(&r, 400, "INVALID_ARGUMENT");
+		h_resp_free(&r);
+	}
+	/* camelCase and int64 as a string are accepted. */
+	create(&r, T.a_url, NULL,
+	       "{\"longUrl\":\"https://e.com/camel\",\"expiresIn\":\"3600\"}");
+	assert_int_equal(r.status, 201);
+	assert_true(h_json_int(&r, "expires_at") > time(NULL) + 3500);
+	h_resp_free(&r);
+}
+
+static void
+test_alias_rules(void **state)
+{
+	static const char *bad[] = {
+	    "ab",        "a-very-long-alias-that-is-33-chars",
+	    "has space", "dot.dot",
+	    "slash/x",   "api",
+	    "healthz",   "metrics",
+	    "ws",        "API"};
+	h_resp r;
+	char body[256], alias[64], *code;
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(
+		    body, sizeof(body),
+		    "{\"long_url\":\"https://e.com\",\"custom_alias\":\"%s\"}",
+		    bad[i]);
+		create(&r, T.a_url, NULL, body);
+		if (r.status != 400)
+			fprintf(stderr, "accepted alias: %s\n", bad[i]);
+		assert_error(&r, 400, "INVALID_ARGUMENT");
+		h_resp_free(&r);
+	}
+	unique(alias, sizeof(alias), "my_Alias-");
+	snprintf(body, sizeof(body), "\"custom_alias\":\"%s\"", alias);
+	code = create_ok(NULL, "https://e.com/alias", body);
+	assert_string_equal(code, alias);
+	free(code);
+	snprintf(
+	    body, sizeof(body),
+	    "{\"long_url\":\"https://e.com/other\",\"custom_alias\":\"%s\"}",
+	    alias);
+	create(&r, T.a_url, NULL, body);
+	assert_error(&r, 409, "ALREADY_EXISTS");
+	h_resp_free(&r);
+}
+
+struct race_arg {
+	const char *body;
+	long status;
+};
+
+static void *
+race_worker(void *arg)
+{
+	struct race_arg *a = arg;
+	h_resp r;
+
+	create(&r, T.a_url, NULL, a->body);
+	a->status = r.status;
+	h_resp_free(&r);
+	return (NULL);
+}
+
+static void
+test_alias_race(void **state)
+{
+	enum { N = 16 };
+	pthread_t th[N];
+	struct race_arg args[N];
+	char alias[64], body[256];
+	int won = 0, lost = 0;
+
+	(void) state;
+	unique(alias, sizeof(alias), "race");
+	snprintf(
+	    body, sizeof(body),
+	    "{\"long_url\":\"https://e.com/race\",\"custom_alias\":\"%s\"}",
+	    alias);
+	for (int i = 0; i < N; i++) {
+		args[i].body = body;
+		pthread_create(&th[i], NULL, race_worker, &args[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		won += args[i].status == 201;
+		lost += args[i].status == 409;
+	}
+	assert_int_equal(won, 1);
+	assert_int_equal(lost, N - 1);
+}
+
+static void
+test_unknown_code_404(void **state)
+{
+	h_resp r;
+
+	(void) state;
+	follow(&r, T.a_url, "zzzzzzzzzz", "GET");
+	assert_error(&r, 404, "NOT_FOUND");
+	h_resp_free(&r);
+	follow(&r, T.a_url, "bad.code", "GET");
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+	stats(&r, T.a_url, "zzzzzzzzzz", NULL);
+	assert_error(&r, 404, "NOT_FOUND");
+	h_resp_free(&r);
+}
+
+static void
+test_expiry(void **state)
+{
+	h_resp r;
+	char *code;
+
+	(void) state;
+	create(&r, T.a_url, NULL,
+	       "{\"long_url\":\"https://e.com/brief\",\"expires_in\":1}");
+	assert_int_equal(r.status, 201);
+	code = h_json_str(&r, "code");
+	long long c = h_json_int(&r, "created_at");
+	assert_int_equal(h_json_int(&r, "expires_at"), c + 1);
+	h_resp_free(&r);
+	follow(&r, T.a_url, code, "GET");
+	assert_int_equal(r.status, 302);
+	h_resp_free(&r);
+	msleep(2200);
+	follow(&r, T.a_url, code, "GET");
+	assert_int_equal(r.status, 410);
+	char *ec = h_json_str(&r, "error.code");
+	assert_non_null(ec);
+	free(ec);
+	h_resp_free(&r);
+	/* The other gateway never cached it: the shortener says expired. */
+	follow(&r, T.b_url, code, "GET");
+	assert_int_equal(r.status, 410);
+	h_resp_free(&r);
+	free(code);
+}
+
+/* Polls the stats until clicks reaches want or ~5 s pass. */
+static long long
+wait_clicks(const char *code, const char *auth, long long want)
+{
+	long long got = -1;
+
+	for (int i = 0; i < 50; i++) {
+		h_resp r;
+		stats(&r, T.a_url, code, auth);
+		assert_int_equal(r.status, 200);
+		got = h_json_int(&r, "clicks");
+		h_resp_free(&r);
+		if (got >= want)
+			break;
+		msleep(100);
+	}
+	return (got);
+}
+
+static void
+test_clicks_counted(void **state)
+{
+	char *code = create_ok(NULL, "https://e.com/clicks", NULL);
+
+	(void) state;
+	for (int i = 0; i < 5; i++) {
+		h_resp r;
+		follow(&r, i % 2 ? T.a_url : T.b_url, code, "GET");
+		assert_int_equal(r.status, 302);
+		h_resp_free(&r);
+	}
+	assert_int_equal(wait_clicks(code, NULL, 5), 5);
+	/* Nothing is counted twice. */
+	msleep(500);
+	assert_int_equal(wait_clicks(code, NULL, 5), 5);
+	free(code);
+}
+
+static void
+test_owner_stats(void **state)
+{
+	h_resp r;
+	char *mine = create_ok(T.auth_alice, "https://e.com/mine", NULL);
+	char *anon = create_ok(NULL, "https://e.com/public", NULL);
+
+	(void) state;
+	stats(&r, T.a_url, mine, NULL);
+	assert_error(&r, 401, "UNAUTHENTICATED");
+	h_resp_free(&r);
+	stats(&r, T.a_url, mine, T.auth_bob);
+	assert_error(&r, 403, "PERMISSION_DENIED");
+	h_resp_free(&r);
+	stats(&r, T.a_url, mine, T.auth_alice);
+	assert_int_equal(r.status, 200);
+	char *c = h_json_str(&r, "code");
+	assert_string_equal(c, mine);
+	assert_int_equal(h_json_int(&r, "clicks"), 0);
+	free(c);
+	h_resp_free(&r);
+	stats(&r, T.a_url, anon, NULL);
+	assert_int_equal(r.status, 200);
+	h_resp_free(&r);
+	stats(&r, T.a_url, anon, T.auth_bob);
+	assert_int_equal(r.status, 200);
+	h_resp_free(&r);
+	free(mine);
+	free(anon);
+}
+
+static void
+test_list_pagination(void **state)
+{
+	char payload[128], auth[1024], url[256];
+	char *tok, *codes[3], *cursor;
+	h_resp r;
+	const char *hdrs[2] = {auth, NULL};
+
+	(void) state;
+	/* A fresh user, so the list holds exactly these links. */
+	snprintf(payload, sizeof(payload), "{\"sub\":\"lister-%d-%ld\"}",
+	         (int) getpid(), (long) time(NULL));
+	tok = h_jwt(SECRET, "HS256", payload);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", tok);
+	for (int i = 0; i < 3; i++)
+		codes[i] = create_ok(auth, "https://e.com/list", NULL);
+
+	snprintf(url, sizeof(url), "%s/api/v1/urls?limit=2", T.a_url);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	assert_int_equal(r.status, 200);
+	/* Newest first. */
+	assert_non_null(strstr(r.body, codes[2]));
+	assert_non_null(strstr(r.body, codes[1]));
+	assert_null(strstr(r.body, codes[0]));
+	assert_true(strstr(r.body, codes[2]) < strstr(r.body, codes[1]));
+	cursor = h_json_str(&r, "next_cursor");
+	assert_non_null(cursor);
+	assert_true(strlen(cursor) > 0);
+	h_resp_free(&r);
+
+	snprintf(url, sizeof(url), "%s/api/v1/urls?limit=2&cursor=%s", T.a_url,
+	         cursor);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, codes[0]));
+	assert_null(strstr(r.body, codes[1]));
+	char *end = h_json_str(&r, "next_cursor");
+	assert_true(end == NULL || *end == '\0');
+	free(end);
+	h_resp_free(&r);
+
+	/* Anonymous callers have no list; bad parameters are 400. */
+	snprintf(url, sizeof(url), "%s/api/v1/urls", T.a_url);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	assert_error(&r, 401, "UNAUTHENTICATED");
+	h_resp_free(&r);
+	snprintf(url, sizeof(url), "%s/api/v1/urls?limit=abc", T.a_url);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	assert_error(&r, 400, "INVALID_ARGUMENT");
+	h_resp_free(&r);
+	snprintf(url, sizeof(url), "%s/api/v1/urls?cursor=%%21%%21", T.a_url);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	assert_error(&r, 400, "INVALID_ARGUMENT");
+	h_resp_free(&r);
+	snprintf(url, sizeof(url), "%s/api/v1/urls?bogus=1", T.a_url);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	assert_error(&r, 400, "INVALID_ARGUMENT");
+	h_resp_free(&r);
+
+	for (int i = 0; i < 3; i++)
+		free(codes[i]);
+	free(cursor);
+	free(tok);
+}
+
+static void
+del(h_resp *r, const char *base, const char *code, const char *auth)
+{
+	char url[256];
+	const char *hdrs[] = {auth, NULL};
+
+	snprintf(url, sizeof(url), "%s/api/v1/urls/%s", base, code);
+	h_http(r, "DELETE", url, hdrs, NULL, 0);
+}
+
+static void
+test_delete_invalidates_everywhere(void **state)
+{
+	h_resp r;
+	char *code = create_ok(T.auth_alice, "https://e.com/doomed", NULL);
+	char *anon = create_ok(NULL, "https://e.com/anon", NULL);
+
+	(void) state;
+	/* Warm both gateways' caches and the shortener's. */
+	for (int i = 0; i < 2; i++) {
+		follow(&r, T.a_url, code, "GET");
+		assert_int_equal(r.status, 302);
+		h_resp_free(&r);
+		follow(&r, T.b_url, code, "GET");
+		assert_int_equal(r.status, 302);
+		h_resp_free(&r);
+	}
+	del(&r, T.a_url, code, NULL);
+	assert_error(&r, 401, "UNAUTHENTICATED");
+	h_resp_free(&r);
+	del(&r, T.a_url, code, T.auth_bob);
+	assert_error(&r, 403, "PERMISSION_DENIED");
+	h_resp_free(&r);
+	del(&r, T.a_url, anon, T.auth_bob);
+	assert_error(&r, 403, "PERMISSION_DENIED");
+	h_resp_free(&r);
+
+	del(&r, T.a_url, code, T.auth_alice);
+	assert_int_equal(r.status, 204);
+	assert_int_equal(r.body_len, 0);
+	h_resp_free(&r);
+	/* Gone at once at the gateway that served the DELETE ... */
+	follow(&r, T.a_url, code, "GET");
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+	/* ... and within a second at the other one. */
+	double t0 = now_ms();
+	long st = 0;
+	while (now_ms() - t0 < 1000) {
+		follow(&r, T.b_url, code, "GET");
+		st = r.status;
+		h_resp_free(&r);
+		if (st == 404)
+			break;
+		msleep(20);
+	}
+	assert_int_equal(st, 404);
+	stats(&r, T.a_url, code, T.auth_alice);
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+	del(&r, T.a_url, code, T.auth_alice);
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+	free(code);
+	free(anon);
+}
+
+static void
+test_jwt_rejections(void **state)
+{
+	char payload[256], auth[2048], url[128];
+	const char *hdrs[] = {"Content-Type: application/json", auth, NULL};
+	const char *body = "{\"long_url\":\"https://e.com/jwt\"}";
+	struct {
+		const char *secret, *alg;
+		long exp, nbf;
+	} cases[] = {
+	    {SECRET, "none", 0, 0},                 /* unsigned */
+	    {"wrong-secret", "HS256", 0, 0},        /* bad signature */
+	    {SECRET, "HS512", 0, 0},                /* another algorithm */
+	    {SECRET, "HS256", time(NULL) - 10, 0},  /* expired */
+	    {SECRET, "HS256", 0, time(NULL) + 600}, /* not yet valid */
+	};
+	h_resp r;
+
+	(void) state;
+	snprintf(url, sizeof(url), "%s/api/v1/urls", T.a_url);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int n =
+		    snprintf(payload, sizeof(payload), "{\"sub\":\"mallory\"");
+		if (cases[i].exp)
+			n += snprintf(payload + n, sizeof(payload) - (size_t) n,
+			              ",\"exp\":%ld", cases[i].exp);
+		if (cases[i].nbf)
+			n += snprintf(payload + n, sizeof(payload) - (size_t) n,
+			              ",\"nbf\":%ld", cases[i].nbf);
+		snprintf(payload + n, sizeof(payload) - (size_t) n, "}");
+		char *tok = h_jwt(cases[i].secret, cases[i].alg, payload);
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", tok);
+		h_http(&r, "POST", url, hdrs, body, strlen(body));
+		if (r.status != 401)
+			fprintf(stderr, "case %zu accepted\n", i);
+		assert_error(&r, 401, "UNAUTHENTICATED");
+		h_resp_free(&r);
+		free(tok);
+	}
+	snprintf(auth, sizeof(auth), "Authorization: Bearer not.a.jwt");
+	h_http(&r, "POST", url, hdrs, body, strlen(body));
+	assert_error(&r, 401, "UNAUTHENTICATED");
+	h_resp_free(&r);
+	snprintf(auth, sizeof(auth), "Authorization: Basic YWxpY2U6cHc=");
+	h_http(&r, "POST", url, hdrs, body, strlen(body));
+	assert_int_equal(r.status, 401);
+	h_resp_free(&r);
+}
+
+static void
+test_limits(void **state)
+{
+	size_t n = (1u << 20) + 64;
+	char *big = malloc(n + 64), url[128], *hdr;
+	const char *hdrs[3];
+	h_resp r;
+
+	(void) state;
+	snprintf(url, sizeof(url), "%s/api/v1/urls", T.a_url);
+	memset(big, ' ', n);
+	big[0] = '{';
+	big[n - 1] = '}';
+	hdrs[0] = "Content-Type: application/json";
+	hdrs[1] = NULL;
+	h_http(&r, "POST", url, hdrs, big, n);
+	assert_int_equal(r.status, 413);
+	h_resp_free(&r);
+	free(big);
+
+	hdr = malloc(20000);
+	memcpy(hdr, "X-Big: ", 7);
+	memset(hdr + 7, 'a', 19000);
+	hdr[19007] = '\0';
+	hdrs[0] = hdr;
+	snprintf(url, sizeof(url), "%s/healthz", T.a_url);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	assert_int_equal(r.status, 431);
+	h_resp_free(&r);
+	free(hdr);
+
+	/* Wrong method on a known path; unknown API path. */
+	snprintf(url, sizeof(url), "%s/api/v1/urls", T.a_url);
+	h_http(&r, "PUT", url, NULL, NULL, 0);
+	assert_int_equal(r.status, 405);
+	h_resp_free(&r);
+	snprintf(url, sizeof(url), "%s/api/v1/nothing/here", T.a_url);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+}
+
+static void
+test_request_id(void **state)
+{
+	char url[128], *rid;
+	const char *hdrs[] = {"X-Request-Id: test-rid-123", NULL};
+	h_resp r;
+
+	(void) state;
+	snprintf(url, sizeof(url), "%s/healthz", T.a_url);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	rid = h_resp_header(&r, "X-Request-Id");
+	assert_string_equal(rid, "test-rid-123");
+	free(rid);
+	h_resp_free(&r);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	rid = h_resp_header(&r, "X-Request-Id");
+	assert_non_null(rid);
+	assert_true(strlen(rid) >= 16);
+	free(rid);
+	h_resp_free(&r);
+}
+
+static void
+test_pipelining_and_expect(void **state)
+{
+	char *code = create_ok(NULL, "https://e.com/pipe", NULL);
+	char req[1024], *out, *p1, *p2, *p3;
+	size_t n;
+
+	(void) state;
+	/* Three requests in one write: answered in order. */
+	n = (size_t) snprintf(
+	    req, sizeof(req),
+	    "GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
+	    "GET /zzzzzzzzzz HTTP/1.1\r\nHost: x\r\n\r\n"
+	    "GET /%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	    code, code);
+	out = h_raw(T.a_port, req, n, 3000, &n);
+	p1 = strstr(out, "HTTP/1.1 302");
+	p2 = p1 != NULL ? strstr(p1 + 1, "HTTP/1.1 404") : NULL;
+	p3 = p2 != NULL ? strstr(p2 + 1, "HTTP/1.1 302") : NULL;
+	if (p3 == NULL)
+		fprintf(stderr, "pipelined:\n%s\n", out);
+	assert_non_null(p3);
+	free(out);
+
+	/* Expect: 100-continue gets its interim response, then the 201. */
+	const char *body = "{\"long_url\":\"https://e.com/expect\"}";
+	n = (size_t) snprintf(
+	    req, sizeof(req),
+	    "POST /api/v1/urls HTTP/1.1\r\nHost: x\r\nContent-Type: "
+	    "application/json\r\nContent-Length: %zu\r\nExpect: "
+	    "100-continue\r\nConnection: close\r\n\r\n%s",
+	    strlen(body), body);
+	out = h_raw(T.a_port, req, n, 3000, &n);
+	p1 = strstr(out, "HTTP/1.1 100 Continue");
+	p2 = p1 != NULL ? strstr(p1, "HTTP/1.1 201") : NULL;
+	if (p2 == NULL)
+		fprintf(stderr, "expect:\n%s\n", out);
+	assert_non_null(p2);
+	free(out);
+
+	/* Garbage is a 400, not a crash. */
+	out = h_raw(T.a_port, "\x01\x02 NOT HTTP\r\n\r\n", 16, 3000, &n);
+	assert_non_null(strstr(out, "HTTP/1.1 400"));
+	free(out);
+	free(code);
+}
+
+static void
+test_healthz_and_metrics(void **state)
+{
+	char url[128], *st;
+	h_resp r;
+
+	(void) state;
+	snprintf(url, sizeof(url), "%s/healthz", T.a_url);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	st = h_json_str(&r, "status");
+	assert_string_equal(st, "SERVING");
+	free(st);
+	assert_non_null(strstr(r.body, "shortener"));
+	h_resp_free(&r);
+
+	snprintf(url, sizeof(url), "%s/metrics", T.a_url);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "# TYPE"));
+	h_resp_free(&r);
+	assert_int_equal(h_health(T.gw_bin, T.a_url, 1000), 0);
+	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 1000), 0);
+}
+
+/* Redis stopped: redirects are still served, from PostgreSQL. */
+static void
+test_redis_down_redirects_served(void **state)
+{
+	char *cached = create_ok(NULL, "https://e.com/r-cached", NULL);
+	char *fresh = create_ok(NULL, "https://e.com/r-fresh", NULL);
+	h_resp r;
+
+	(void) state;
+	follow(&r, T.a_url, cached, "GET");
+	assert_int_equal(r.status, 302);
+	h_resp_free(&r);
+	h_redis_stop(&T.redis);
+	/* Never followed anywhere: must come from Postgres. */
+	follow(&r, T.b_url, fresh, "GET");
+	assert_int_equal(r.status, 302);
+	char *loc = h_resp_header(&r, "Location");
+	assert_string_equal(loc, "https://e.com/r-fresh");
+	free(loc);
+	h_resp_free(&r);
+	follow(&r, T.a_url, cached, "GET");
+	assert_int_equal(r.status, 302);
+	h_resp_free(&r);
+	/* Creating still works (Postgres is the source of truth). */
+	char *c3 = create_ok(NULL, "https://e.com/r-third", NULL);
+	free(c3);
+	h_redis_start(&T.redis);
+	free(cached);
+	free(fresh);
+}
+
+/* A stopped shortener: 503 from the gateway, fast, then recovery. */
+static void
+test_shortener_down_503(void **state)
+{
+	char *code = create_ok(NULL, "https://e.com/down", NULL);
+	h_resp r;
+	double t0;
+
+	(void) state;
+	h_proc_stop(&T.shortener, 5000);
+	h_proc_free(&T.shortener);
+	msleep(100);
+	t0 = now_ms();
+	create(&r, T.a_url, NULL, "{\"long_url\":\"https://e.com/x\"}");
+	double took = now_ms() - t0;
+	assert_error(&r, 503, "UNAVAILABLE");
+	fprintf(stderr, "503 after %.1f ms\n", took);
+	assert_true(took < 100.0);
+	h_resp_free(&r);
+	follow(&r, T.a_url, "yyyyyyyyyy", "GET");
+	assert_int_equal(r.status, 503);
+	h_resp_free(&r);
+	char url[128];
+	snprintf(url, sizeof(url), "%s/healthz", T.a_url);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	assert_int_equal(r.status, 503);
+	h_resp_free(&r);
+	assert_int_equal(h_health(T.gw_bin, T.a_url, 1000), 4);
+	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 300), 2);
+
+	shortener_start();
+	for (int i = 0; i < 100; i++) {
+		follow(&r, T.a_url, code, "GET");
+		long st = r.status;
+		h_resp_free(&r);
+		if (st == 302)
+			break;
+		msleep(20);
+	}
+	follow(&r, T.a_url, code, "GET");
+	assert_int_equal(r.status, 302);
+	h_resp_free(&r);
+	free(code);
+}
+
+/* Clicks buffered in a gateway survive its graceful shutdown. */
+static void
+test_clicks_survive_shutdown(void **state)
+{
+	char *code = create_ok(NULL, "https://e.com/drain", NULL);
+	h_resp r;
+	int status;
+
+	(void) state;
+	for (int i = 0; i < 7; i++) {
+		follow(&r, T.b_url, code, "GET");
+		assert_int_equal(r.status, 302);
+		h_resp_free(&r);
+	}
+	status = h_proc_stop(&T.gw_b, 10000);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	h_proc_free(&T.gw_b);
+	assert_int_equal(wait_clicks(code, NULL, 7), 7);
+	gateway_start(&T.gw_b, "gateway-b", T.b_port);
+	free(code);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_create_and_redirect),
+	    cmocka_unit_test(test_short_url_ignores_host_header),
+	    cmocka_unit_test(test_long_url_validation),
+	    cmocka_unit_test(test_bad_json_and_types),
+	    cmocka_unit_test(test_alias_rules),
+	    cmocka_unit_test(test_alias_race),
+	    cmocka_unit_test(test_unknown_code_404),
+	    cmocka_unit_test(test_expiry),
+	    cmocka_unit_test(test_clicks_counted),
+	    cmocka_unit_test(test_owner_stats),
+	    cmocka_unit_test(test_list_pagination),
+	    cmocka_unit_test(test_delete_invalidates_everywhere),
+	    cmocka_unit_test(test_jwt_rejections),
+	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_request_id),
+	    cmocka_unit_test(test_pipelining_and_expect),
+	    cmocka_unit_test(test_healthz_and_metrics),
+	    cmocka_unit_test(test_redis_down_redirects_served),
+	    cmocka_unit_test(test_shortener_down_503),
+	    cmocka_unit_test(test_clicks_survive_shutdown),
+	};
+
+	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));
+}
