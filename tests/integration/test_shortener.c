@@ -481,16 +481,16 @@ test_expiry(void **state)
 
 	(void) state;
 	create(&r, T.a_url, NULL,
-	       "{\"long_url\":\"https://e.com/brief\",\"expires_in\":1}");
+	       "{\"long_url\":\"https://e.com/brief\",\"expires_in\":2}");
 	assert_int_equal(r.status, 201);
 	code = h_json_str(&r, "code");
 	long long c = h_json_int(&r, "created_at");
-	assert_int_equal(h_json_int(&r, "expires_at"), c + 1);
+	assert_int_equal(h_json_int(&r, "expires_at"), c + 2);
 	h_resp_free(&r);
 	follow(&r, T.a_url, code, "GET");
 	assert_int_equal(r.status, 302);
 	h_resp_free(&r);
-	msleep(2200);
+	msleep(3100);
 	follow(&r, T.a_url, code, "GET");
 	assert_int_equal(r.status, 410);
 	char *ec = h_json_str(&r, "error.code");
@@ -952,6 +952,10 @@ test_shortener_down_503(void **state)
 	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 300), 2);
 
 	shortener_start();
+	/* Both gateways reconnect by themselves (within the dialer's
+	 * backoff) and report healthy again. */
+	assert_true(h_wait_healthy(T.gw_bin, T.a_url, 5000));
+	assert_true(h_wait_healthy(T.gw_bin, T.b_url, 5000));
 	for (int i = 0; i < 100; i++) {
 		follow(&r, T.a_url, code, "GET");
 		long st = r.status;
