@@ -71,13 +71,20 @@ export GATEWAY_LISTEN=127.0.0.1:$GW_PORT
 export PUBLIC_BASE_URL=http://bench.test
 export LOG_LEVEL=${LOG_LEVEL:-warn}
 
+# wait_healthy BIN ADDR: polls `BIN health` for up to 20 s.
+wait_healthy() {
+	for _ in $(seq 200); do
+		"$1" health --addr "$2" --timeout 500 >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	stack_die "$1 did not become healthy; logs in $WORK"
+}
 "$BUILD/services/shortener/shortener" >"$WORK/shortener.log" 2>&1 &
 PIDS+=($!)
-"$BUILD/services/shortener/shortener" health --timeout 20000 >/dev/null
+wait_healthy "$BUILD/services/shortener/shortener" "$SHORTENER_ADDR"
 "$BUILD/services/gateway/gateway" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
-"$BUILD/services/gateway/gateway" health \
-	--addr "http://127.0.0.1:$GW_PORT" --timeout 20000 >/dev/null
+wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$GW_PORT"
 
 mkdir -p "$WORK/ngx"
 sed -e "s|@DIR@|$WORK/ngx|g" -e "s|@PORT@|$NG_PORT|g" \
@@ -90,22 +97,22 @@ for _ in $(seq 50); do
 done
 
 echo "creating $NCODES links..." >&2
-: >"$WORK/codes.txt"
+# Aliases of this run's own, so the codes are known without parsing replies.
+RUN_ID=$(printf '%05x' $((RANDOM * 32768 + RANDOM)) | cut -c1-5)
 for i in $(seq "$NCODES"); do
-	echo "url = \"http://127.0.0.1:$GW_PORT/api/v1/urls\""
-	echo "data = \"{\\\"long_url\\\":\\\"https://example.com/seed/$i\\\"}\""
-	echo "header = \"Content-Type: application/json\""
-	echo "output = \"/dev/stdout\""
-	echo "next"
-done >"$WORK/create.curl"
-curl -s --parallel --parallel-max 16 -K "$WORK/create.curl" |
-	grep -o '"code": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/' >"$WORK/codes.txt"
-[ "$(wc -l <"$WORK/codes.txt")" -eq "$NCODES" ] ||
-	stack_die "only $(wc -l <"$WORK/codes.txt") of $NCODES links created"
+	printf 'b%s%06d\n' "$RUN_ID" "$i"
+done >"$WORK/codes.txt"
+export GW_PORT
+created=$(xargs -P 8 -I{} sh -c 'curl -s -o /dev/null -w "%{http_code}\n" \
+	-H "Content-Type: application/json" \
+	-d "{\"long_url\":\"https://example.com/seed/{}\",\"custom_alias\":\"{}\"}" \
+	"http://127.0.0.1:$GW_PORT/api/v1/urls"' <"$WORK/codes.txt" |
+	grep -c '^201$' || true)
+[ "$created" -eq "$NCODES" ] ||
+	stack_die "only $created of $NCODES links created"
 # Warm the caches: every code once.
-sed "s|^|url = \"http://127.0.0.1:$GW_PORT/|; s|$|\"\noutput = \"/dev/null\"|" \
-	"$WORK/codes.txt" >"$WORK/warm.curl"
-curl -s --parallel --parallel-max 16 -K "$WORK/warm.curl"
+xargs -P 8 -I{} curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/{}" \
+	<"$WORK/codes.txt"
 
 # run_wrk NAME URL SCRIPT: runs wrk, prints "NAME rps p50 p99 errors".
 run_wrk() {
