@@ -152,7 +152,11 @@ recv_cb(void *arg)
 	}
 next:
 	nng_msg_free(msg);
-	nng_recv_aio(c->sock, c->recv_aio);
+	pthread_mutex_lock(&c->mtx);
+	int closing = c->closing;
+	pthread_mutex_unlock(&c->mtx);
+	if (!closing)
+		nng_recv_aio(c->sock, c->recv_aio);
 }
 
 /*
@@ -332,8 +336,10 @@ cm_rpc_client_close(cm_rpc_client *c)
 		nng_msleep(1);
 	}
 	pthread_join(c->reaper, NULL);
-	nng_close(c->sock);
+	/* The receive callback no longer re-arms (closing is set): stop it
+	 * before the socket goes, so nothing runs on a freed aio. */
 	nng_aio_stop(c->recv_aio);
+	nng_close(c->sock);
 	nng_aio_free(c->recv_aio);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mtx);
