@@ -32,26 +32,26 @@ h_resolve(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 	(void) in;
 	rep = cm_rpc_new_msg(ctx, &shortener__resolve_response__descriptor);
 	rep->long_url = cm_pbstr("https://example.com/some/long/path");
-	*out          = &rep->base;
+	*out = &rep->base;
 	return (CM_OK);
 }
 
 static const cm_rpc_handler handlers[6] = {[4] = h_resolve};
 
 struct run {
-	cm_rpc_client  *cli;
-	atomic_long     done;
-	atomic_int      stop;
-	uint8_t         payload[64];
-	size_t          len;
-	int64_t         lat_us[1 << 20];
-	atomic_long     nlat;
+	cm_rpc_client *cli;
+	atomic_long done;
+	atomic_int stop;
+	uint8_t payload[64];
+	size_t len;
+	int64_t lat_us[1 << 20];
+	atomic_long nlat;
 	pthread_mutex_t mtx;
 };
 
 struct slot {
 	struct run *r;
-	int64_t     t0;
+	int64_t t0;
 };
 
 static void issue(struct slot *s);
@@ -60,11 +60,11 @@ static void
 on_done(void *arg, const cm_rpc_result *res)
 {
 	struct slot *s = arg;
-	long         i = atomic_fetch_add(&s->r->nlat, 1);
+	long i = atomic_fetch_add(&s->r->nlat, 1);
 
 	if (res->status != CM_OK) {
 		fprintf(stderr, "rpc failed: %d %s\n", res->status,
-		    res->message);
+		        res->message);
 		exit(1);
 	}
 	if (i < (1 << 20))
@@ -79,7 +79,8 @@ issue(struct slot *s)
 {
 	s->t0 = cm_mono_us();
 	cm_rpc_call_async(s->r->cli, NULL, "shortener.Shortener/Resolve",
-	    s->r->payload, s->r->len, cm_now_ms() + 5000, on_done, s);
+	                  s->r->payload, s->r->len, cm_now_ms() + 5000, on_done,
+	                  s);
 }
 
 static int
@@ -97,8 +98,8 @@ report(const char *name, long n, double secs, int64_t *lat, long nlat)
 		nlat = 1 << 20;
 	qsort(lat, (size_t) nlat, sizeof(*lat), cmp64);
 	printf("%-28s %10.0f calls/s  p50 %6.3f ms  p99 %6.3f ms\n", name,
-	    n / secs, nlat ? lat[nlat / 2] / 1000.0 : 0,
-	    nlat ? lat[nlat * 99 / 100] / 1000.0 : 0);
+	       n / secs, nlat ? lat[nlat / 2] / 1000.0 : 0,
+	       nlat ? lat[nlat * 99 / 100] / 1000.0 : 0);
 }
 
 /* Baseline: cooked rep0 echo server with worker threads, same payload. */
@@ -111,8 +112,8 @@ static void *
 raw_worker(void *arg)
 {
 	struct raw_srv *s = arg;
-	nng_ctx         ctx;
-	nng_aio        *aio;
+	nng_ctx ctx;
+	nng_aio *aio;
 
 	nng_ctx_open(&ctx, s->sock);
 	nng_aio_alloc(&aio, NULL, NULL);
@@ -135,12 +136,12 @@ raw_worker(void *arg)
 }
 
 struct raw_cli {
-	nng_socket  sock;
-	nng_ctx     ctx;
-	nng_aio    *aio;
+	nng_socket sock;
+	nng_ctx ctx;
+	nng_aio *aio;
 	struct run *r;
-	int64_t     t0;
-	int         sending;
+	int64_t t0;
+	int sending;
 };
 
 static void
@@ -168,7 +169,7 @@ raw_cb(void *arg)
 	nng_msg *m;
 	nng_msg_alloc(&m, 0);
 	nng_msg_append(m, c->r->payload, c->r->len);
-	c->t0      = cm_mono_us();
+	c->t0 = cm_mono_us();
 	c->sending = 1;
 	nng_aio_set_msg(c->aio, m);
 	nng_ctx_send(c->ctx, c->aio);
@@ -177,24 +178,25 @@ raw_cb(void *arg)
 int
 main(int argc, char **argv)
 {
-	int                  secs   = argc > 1 ? atoi(argv[1]) : 5;
-	int                  window = argc > 2 ? atoi(argv[2]) : 64;
-	static struct run    r;
-	struct slot         *slots  = calloc((size_t) window, sizeof(*slots));
-	cm_rpc_service       svc = {&shortener__shortener__descriptor, handlers};
+	int secs = argc > 1 ? atoi(argv[1]) : 5;
+	int window = argc > 2 ? atoi(argv[2]) : 64;
+	static struct run r;
+	struct slot *slots = calloc((size_t) window, sizeof(*slots));
+	cm_rpc_service svc = {&shortener__shortener__descriptor, handlers};
 	cm_rpc_server_config cfg = {0};
-	cm_rpc_server       *srv;
-	char                 url[64], url2[64];
+	cm_rpc_server *srv;
+	char url[64], url2[64];
 	Shortener__ResolveRequest req = SHORTENER__RESOLVE_REQUEST__INIT;
-	pthread_t            th[4];
-	struct raw_srv       rs = {0};
-	struct raw_cli      *rc;
+	pthread_t th[4];
+	struct raw_srv rs = {0};
+	struct raw_cli *rc;
 
 	req.code = cm_pbstr("abcdefg");
-	r.len    = shortener__resolve_request__pack(&req, r.payload);
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", 20000 + getpid() % 9000);
+	r.len = shortener__resolve_request__pack(&req, r.payload);
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d",
+	         20000 + getpid() % 9000);
 	snprintf(url2, sizeof(url2), "tcp://127.0.0.1:%d",
-	    30000 + getpid() % 9000);
+	         30000 + getpid() % 9000);
 
 	/* Baseline first. */
 	nng_rep0_open(&rs.sock);
@@ -209,13 +211,13 @@ main(int argc, char **argv)
 	int64_t t0 = cm_mono_us();
 	for (int i = 0; i < window; i++) {
 		rc[i].sock = csock;
-		rc[i].r    = &r;
+		rc[i].r = &r;
 		nng_ctx_open(&rc[i].ctx, csock);
 		nng_aio_alloc(&rc[i].aio, raw_cb, &rc[i]);
 		nng_msg *m;
 		nng_msg_alloc(&m, 0);
 		nng_msg_append(m, r.payload, r.len);
-		rc[i].t0      = cm_mono_us();
+		rc[i].t0 = cm_mono_us();
 		rc[i].sending = 1;
 		nng_aio_set_msg(rc[i].aio, m);
 		nng_ctx_send(rc[i].ctx, rc[i].aio);
@@ -225,7 +227,7 @@ main(int argc, char **argv)
 	long n = atomic_load(&r.done);
 	double el = (cm_mono_us() - t0) / 1e6;
 	report("nng req/rep echo (baseline)", n, el, r.lat_us,
-	    atomic_load(&r.nlat));
+	       atomic_load(&r.nlat));
 	double base = n / el;
 	for (int i = 0; i < window; i++) {
 		nng_aio_stop(rc[i].aio);
@@ -239,7 +241,7 @@ main(int argc, char **argv)
 
 	/* Ours, over PIPES connections (default 1) to the one server. */
 	char multi[1024] = "";
-	int  npipes      = getenv("PIPES") ? atoi(getenv("PIPES")) : 1;
+	int npipes = getenv("PIPES") ? atoi(getenv("PIPES")) : 1;
 	for (int i = 0; i < npipes && i < 16; i++) {
 		strcat(multi, i ? "," : "");
 		strcat(multi, url);
@@ -247,10 +249,10 @@ main(int argc, char **argv)
 	atomic_store(&r.stop, 0);
 	atomic_store(&r.done, 0);
 	atomic_store(&r.nlat, 0);
-	cfg.url       = url;
-	cfg.services  = &svc;
+	cfg.url = url;
+	cfg.services = &svc;
 	cfg.nservices = 1;
-	cfg.nworkers  = 4;
+	cfg.nworkers = 4;
 	if (cm_rpc_server_start(&srv, &cfg) != 0 ||
 	    cm_rpc_client_open(&r.cli, multi) != 0)
 		return (1);
@@ -263,13 +265,13 @@ main(int argc, char **argv)
 	}
 	sleep((unsigned) secs);
 	atomic_store(&r.stop, 1);
-	n  = atomic_load(&r.done);
+	n = atomic_load(&r.done);
 	el = (cm_mono_us() - t0) / 1e6;
 	nng_msleep(200);
 	report("cm_rpc (envelope, dispatch)", n, el, r.lat_us,
-	    atomic_load(&r.nlat));
+	       atomic_load(&r.nlat));
 	printf("ratio to baseline: %.2f (window %d, 4 workers, tcp loopback)\n",
-	    (n / el) / base, window);
+	       (n / el) / base, window);
 	cm_rpc_client_close(r.cli);
 	cm_rpc_server_stop(srv);
 	free(slots);
