@@ -13,9 +13,11 @@
 #   2. builds in build/ with -DWERROR=ON and runs ctest;
 #   3. builds in build-asan/ with -DSANITIZE=address,undefined -DWERROR=ON and
 #      runs ctest with leak detection;
-#   4. checks that every tracked *.c/*.h under common/ services/ tests/ is
+#   4. builds the libFuzzer targets with clang and runs each for
+#      FUZZ_SECONDS (default 20) from its seed corpus (SKIP_FUZZ=1 skips);
+#   5. checks that every tracked *.c/*.h under common/ services/ tests/ is
 #      formatted as .clang-format says;
-#   5. stops Redis and PostgreSQL (also on failure or interrupt), prints a
+#   6. stops Redis and PostgreSQL (also on failure or interrupt), prints a
 #      summary ending in "N passed, N failed" and exits non-zero if anything
 #      failed.
 #
@@ -205,6 +207,42 @@ check_format() {
 	fi
 }
 
+# fuzz_smoke: builds the libFuzzer targets (tests/fuzz) with clang and
+# ASan+UBSan and runs each for FUZZ_SECONDS from its seed corpus: a crash,
+# leak, or sanitizer report fails it.  The long campaigns are run by hand.
+fuzz_smoke() {
+	local dir=$ROOT/build-fuzz t work log
+	note "fuzz: libFuzzer smoke run, ${FUZZ_SECONDS:-20} s per target"
+	if ! command -v clang >/dev/null; then
+		echo "clang is missing (apt-get install clang libclang-rt-14-dev)"
+		record "fuzz build" FAIL 0 1
+		return 0
+	fi
+	if ! CC=clang cmake -S "$ROOT" -B "$dir" -DFUZZ=ON -DWERROR=ON \
+		-DSANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		>"$TMP/fuzz-cmake.log" 2>&1 ||
+		! cmake --build "$dir" -j"$JOBS" --target fuzz_pbjson \
+			fuzz_envelope fuzz_gateway >"$TMP/fuzz-build.log" 2>&1; then
+		tail -n 40 "$TMP/fuzz-cmake.log" "$TMP/fuzz-build.log" 2>/dev/null
+		record "fuzz build" FAIL 0 1
+		return 0
+	fi
+	for t in fuzz_pbjson fuzz_envelope fuzz_gateway; do
+		work=$TMP/fuzz-$t
+		log=$TMP/fuzz-$t.log
+		mkdir -p "$work"
+		if (cd "$work" && "$dir/tests/fuzz/$t" \
+			-max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048 \
+			"$work" "$ROOT/tests/fuzz/corpus/$t") >"$log" 2>&1; then
+			echo "$t: $(grep -o 'Done [0-9]* runs' "$log")"
+			record "$t" ok 1 0
+		else
+			tail -n 40 "$log"
+			record "$t" FAIL 0 1
+		fi
+	done
+}
+
 # -------------------------------------------------------------- main
 
 check_prerequisites
@@ -219,6 +257,11 @@ else
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	build_and_test asan build-asan -DSANITIZE=address,undefined
 	unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+if [ "${SKIP_FUZZ:-0}" = 1 ]; then
+	echo "SKIP_FUZZ=1: not running the fuzz targets"
+else
+	fuzz_smoke
 fi
 check_format
 
