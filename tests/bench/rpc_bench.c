@@ -187,7 +187,10 @@ main(int argc, char **argv)
 	cm_rpc_server *srv;
 	char url[64], url2[64];
 	Shortener__ResolveRequest req = SHORTENER__RESOLVE_REQUEST__INIT;
-	pthread_t th[4];
+	pthread_t th[64];
+	int nw = getenv("WORKERS") ? atoi(getenv("WORKERS")) : 4;
+	if (nw < 1 || nw > 64)
+		nw = 4;
 	struct raw_srv rs = {0};
 	struct raw_cli *rc;
 
@@ -202,7 +205,7 @@ main(int argc, char **argv)
 	nng_rep0_open(&rs.sock);
 	if (nng_listen(rs.sock, url2, NULL, 0) != 0)
 		return (1);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < nw; i++)
 		pthread_create(&th[i], NULL, raw_worker, &rs);
 	rc = calloc((size_t) window, sizeof(*rc));
 	nng_socket csock;
@@ -235,7 +238,7 @@ main(int argc, char **argv)
 	}
 	nng_close(csock);
 	atomic_store(&rs.stop, 1);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < nw; i++)
 		pthread_join(th[i], NULL);
 	nng_close(rs.sock);
 
@@ -252,7 +255,7 @@ main(int argc, char **argv)
 	cfg.url = url;
 	cfg.services = &svc;
 	cfg.nservices = 1;
-	cfg.nworkers = 4;
+	cfg.nworkers = nw;
 	if (cm_rpc_server_start(&srv, &cfg) != 0 ||
 	    cm_rpc_client_open(&r.cli, multi) != 0)
 		return (1);
@@ -270,8 +273,9 @@ main(int argc, char **argv)
 	nng_msleep(200);
 	report("cm_rpc (envelope, dispatch)", n, el, r.lat_us,
 	       atomic_load(&r.nlat));
-	printf("ratio to baseline: %.2f (window %d, 4 workers, tcp loopback)\n",
-	       (n / el) / base, window);
+	printf(
+	    "ratio to baseline: %.2f (window %d, %d workers, tcp loopback)\n",
+	    (n / el) / base, window, nw);
 	cm_rpc_client_close(r.cli);
 	cm_rpc_server_stop(srv);
 	free(slots);
