@@ -1,13 +1,19 @@
 /*
- * RPC server: one rep0 socket, N worker threads.
+ * RPC server: one rep0 socket, a set of receive contexts, N worker threads.
  *
- * Each worker owns an nng context and an aio and runs a plain loop on its
- * own thread: receive (with a short timeout, so it notices a stop), decode
- * the envelope, look the method up, unpack, run the handler, pack, send.
- * Handlers therefore block freely on Redis or Postgres without starving
- * NNG's small task pool, and per-worker state (store connections) needs no
- * locking.  All memory of one request comes from the worker's arena and is
- * dropped in one call when the reply is on its way.
+ * Receiving is asynchronous: every context keeps a receive posted, and its
+ * aio callback (on an NNG task thread) only moves the request onto the
+ * work queue.  Worker threads of our own take requests from the queue and
+ * decode the envelope, look the method up, unpack, run the handler, pack,
+ * and post the reply on the request's context; the send's callback posts
+ * the context's next receive.  So handlers block freely on Redis or
+ * Postgres without starving NNG's small task pool, per-worker state (store
+ * connections) needs no locking, and a busy worker takes the next queued
+ * request without sleeping: one wake-up per request at most, none under
+ * load.  There are twice as many contexts as workers, so requests keep
+ * arriving while every worker is busy.  All memory of one request comes
+ * from the worker's arena and is dropped in one call once the reply is
+ * packed.
  *
  * Requests whose deadline has passed are dropped without a reply (the
  * caller has given up already).  A malformed envelope gets INVALID_ARGUMENT
@@ -22,6 +28,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "health.pb-c.h"
 #include "internal.h"
@@ -29,8 +36,10 @@
 #include "metrics.h"
 #include "util.h"
 
-#define RECV_POLL_MS 200
-#define CODE_COUNT   17
+#define CODE_COUNT 17
+
+/* A receive context's life: posted receive, queued, served, sending. */
+enum rctx_state { RC_RECV, RC_QUEUED, RC_SENDING, RC_IDLE };
 
 struct method {
 	char name[160];
@@ -43,11 +52,18 @@ struct method {
 struct worker {
 	cm_rpc_server *srv;
 	pthread_t thread;
-	nng_ctx ctx;
-	nng_aio *aio;
 	cm_arena arena;
 	void *state;
 	int started;
+};
+
+struct rctx {
+	cm_rpc_server *srv;
+	nng_ctx ctx;
+	nng_aio *aio;
+	nng_msg *req;
+	struct rctx *qnext;
+	atomic_int state;
 };
 
 struct cm_rpc_server {
@@ -57,6 +73,12 @@ struct cm_rpc_server {
 	size_t nmethods;
 	struct worker *workers;
 	int nworkers;
+	struct rctx *rctxs;
+	int nrctx;
+	pthread_mutex_t qmtx;
+	pthread_cond_t qcv;
+	struct rctx *qhead, **qtail;
+	int qstop;
 	atomic_int stopping;
 	cm_counter *dropped;
 	cm_counter *malformed;
@@ -241,6 +263,44 @@ reply:
 	return (reply);
 }
 
+/*
+ * Callback of a context's aio (NNG task thread): a received request goes on
+ * the work queue; a finished send posts the next receive.  Never blocks.
+ */
+static void
+rctx_cb(void *arg)
+{
+	struct rctx *rc = arg;
+	cm_rpc_server *s = rc->srv;
+	int rv = nng_aio_result(rc->aio);
+
+	if (atomic_load(&rc->state) == RC_SENDING) {
+		if (rv != 0)
+			nng_msg_free(nng_aio_get_msg(rc->aio));
+		if (atomic_load(&s->stopping)) {
+			atomic_store(&rc->state, RC_IDLE);
+			return;
+		}
+		atomic_store(&rc->state, RC_RECV);
+		nng_ctx_recv(rc->ctx, rc->aio);
+		return;
+	}
+	if (rv != 0) {
+		/* Cancelled or closed: this context is done. */
+		atomic_store(&rc->state, RC_IDLE);
+		return;
+	}
+	rc->req = nng_aio_get_msg(rc->aio);
+	nng_aio_set_msg(rc->aio, NULL);
+	atomic_store(&rc->state, RC_QUEUED);
+	pthread_mutex_lock(&s->qmtx);
+	rc->qnext = NULL;
+	*s->qtail = rc;
+	s->qtail = &rc->qnext;
+	pthread_cond_signal(&s->qcv);
+	pthread_mutex_unlock(&s->qmtx);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -249,30 +309,38 @@ worker_main(void *arg)
 
 	if (s->cfg.worker_init != NULL)
 		w->state = s->cfg.worker_init(s->cfg.arg);
-	while (!atomic_load(&s->stopping)) {
-		nng_msg *req, *rep;
-		int rv;
+	for (;;) {
+		struct rctx *rc;
+		nng_msg *rep;
 
-		nng_aio_set_timeout(w->aio, RECV_POLL_MS);
-		nng_ctx_recv(w->ctx, w->aio);
-		nng_aio_wait(w->aio);
-		rv = nng_aio_result(w->aio);
-		if (rv == NNG_ETIMEDOUT)
-			continue;
-		if (rv != 0)
+		pthread_mutex_lock(&s->qmtx);
+		while (s->qhead == NULL && !s->qstop)
+			pthread_cond_wait(&s->qcv, &s->qmtx);
+		if ((rc = s->qhead) == NULL) {
+			pthread_mutex_unlock(&s->qmtx);
 			break;
-		req = nng_aio_get_msg(w->aio);
-		rep = serve_one(w, req);
-		nng_msg_free(req);
+		}
+		if ((s->qhead = rc->qnext) == NULL)
+			s->qtail = &s->qhead;
+		pthread_mutex_unlock(&s->qmtx);
+
+		rep = serve_one(w, rc->req);
+		nng_msg_free(rc->req);
+		rc->req = NULL;
 		cm_arena_reset(&w->arena);
-		if (rep == NULL)
+		if (rep == NULL) {
+			/* Dropped (expired): listen again on this context. */
+			if (atomic_load(&s->stopping)) {
+				atomic_store(&rc->state, RC_IDLE);
+				continue;
+			}
+			atomic_store(&rc->state, RC_RECV);
+			nng_ctx_recv(rc->ctx, rc->aio);
 			continue;
-		nng_aio_set_timeout(w->aio, NNG_DURATION_DEFAULT);
-		nng_aio_set_msg(w->aio, rep);
-		nng_ctx_send(w->ctx, w->aio);
-		nng_aio_wait(w->aio);
-		if (nng_aio_result(w->aio) != 0)
-			nng_msg_free(rep);
+		}
+		atomic_store(&rc->state, RC_SENDING);
+		nng_aio_set_msg(rc->aio, rep);
+		nng_ctx_send(rc->ctx, rc->aio);
 	}
 	if (s->cfg.worker_fini != NULL)
 		s->cfg.worker_fini(w->state, s->cfg.arg);
@@ -336,23 +404,31 @@ cm_rpc_server_start(cm_rpc_server **out, const cm_rpc_server_config *cfg)
 		nng_close(s->sock);
 		goto fail;
 	}
-	if ((s->workers = calloc((size_t) s->nworkers, sizeof(*s->workers))) ==
-	    NULL) {
-		rv = NNG_ENOMEM;
-		nng_close(s->sock);
-		goto fail;
-	}
+	pthread_mutex_init(&s->qmtx, NULL);
+	pthread_cond_init(&s->qcv, NULL);
+	s->qtail = &s->qhead;
+	s->nrctx = s->nworkers * 2 < 16 ? 16 : s->nworkers * 2;
+	s->workers = calloc((size_t) s->nworkers, sizeof(*s->workers));
+	s->rctxs = calloc((size_t) s->nrctx, sizeof(*s->rctxs));
+	if (s->workers == NULL || s->rctxs == NULL)
+		fatalx("event=oom where=rpc_server_start");
 	for (int i = 0; i < s->nworkers; i++) {
 		struct worker *w = &s->workers[i];
 		w->srv = s;
 		cm_arena_init(&w->arena);
-		if ((rv = nng_ctx_open(&w->ctx, s->sock)) != 0 ||
-		    (rv = nng_aio_alloc(&w->aio, NULL, NULL)) != 0)
-			fatalx("event=rpc_server_init err=\"%s\"",
-			       nng_strerror(rv));
 		if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
 			fatalx("event=rpc_server_init err=pthread_create");
 		w->started = 1;
+	}
+	for (int i = 0; i < s->nrctx; i++) {
+		struct rctx *rc = &s->rctxs[i];
+		rc->srv = s;
+		if ((rv = nng_ctx_open(&rc->ctx, s->sock)) != 0 ||
+		    (rv = nng_aio_alloc(&rc->aio, rctx_cb, rc)) != 0)
+			fatalx("event=rpc_server_init err=\"%s\"",
+			       nng_strerror(rv));
+		atomic_store(&rc->state, RC_RECV);
+		nng_ctx_recv(rc->ctx, rc->aio);
 	}
 	log_info("event=rpc_listen url=%s workers=%d", cfg->url, s->nworkers);
 	*out = s;
@@ -364,29 +440,54 @@ fail:
 }
 
 /*
- * Stops the server gracefully: workers finish the request they hold (and
- * send its reply), notice the flag within RECV_POLL_MS and exit; then the
- * socket closes.  Requests not yet taken by a worker are dropped; their
- * callers see the connection go and fail with UNAVAILABLE.
+ * Stops the server gracefully: no new request is taken (posted receives
+ * are cancelled), requests already received are served and their replies
+ * sent, then the workers exit and the socket closes.  Callers whose
+ * requests were not yet received see the connection go and fail with
+ * UNAVAILABLE.
  */
 void
 cm_rpc_server_stop(cm_rpc_server *s)
 {
+	int64_t give_up;
+
 	if (s == NULL)
 		return;
 	atomic_store(&s->stopping, 1);
-	for (int i = 0; i < s->nworkers; i++) {
-		struct worker *w = &s->workers[i];
-		if (w->started)
-			pthread_join(w->thread, NULL);
-	}
-	for (int i = 0; i < s->nworkers; i++) {
-		struct worker *w = &s->workers[i];
-		nng_ctx_close(w->ctx);
-		nng_aio_free(w->aio);
-		cm_arena_fini(&w->arena);
-	}
+	for (int i = 0; i < s->nrctx; i++)
+		if (atomic_load(&s->rctxs[i].state) == RC_RECV)
+			nng_aio_cancel(s->rctxs[i].aio);
+	/* Wait for every context to go idle: queued requests served and
+	 * their replies handed to NNG (bounded, in case a handler hangs). */
+	give_up = cm_mono_ms() + 30000;
+	for (int i = 0; i < s->nrctx && cm_mono_ms() < give_up; i++)
+		while (atomic_load(&s->rctxs[i].state) != RC_IDLE &&
+		       cm_mono_ms() < give_up) {
+			if (atomic_load(&s->rctxs[i].state) == RC_RECV)
+				nng_aio_cancel(s->rctxs[i].aio);
+			nng_msleep(1);
+		}
+	pthread_mutex_lock(&s->qmtx);
+	s->qstop = 1;
+	pthread_cond_broadcast(&s->qcv);
+	pthread_mutex_unlock(&s->qmtx);
+	for (int i = 0; i < s->nworkers; i++)
+		if (s->workers[i].started)
+			pthread_join(s->workers[i].thread, NULL);
+	for (int i = 0; i < s->nrctx; i++)
+		nng_aio_stop(s->rctxs[i].aio);
 	nng_close(s->sock);
+	for (int i = 0; i < s->nrctx; i++) {
+		struct rctx *rc = &s->rctxs[i];
+		nng_aio_free(rc->aio);
+		if (rc->req != NULL)
+			nng_msg_free(rc->req);
+	}
+	for (int i = 0; i < s->nworkers; i++)
+		cm_arena_fini(&s->workers[i].arena);
+	pthread_cond_destroy(&s->qcv);
+	pthread_mutex_destroy(&s->qmtx);
+	free(s->rctxs);
 	free(s->workers);
 	free(s->methods);
 	free(s);
