@@ -1,7 +1,8 @@
 /*
  * An in-process cache: a thread-safe, sharded hash map from byte-string keys
- * to byte-string values, bounded in bytes, with a TTL per entry and CLOCK
- * (second-chance) eviction within each shard.
+ * to byte-string values, bounded in bytes, with a TTL per entry and
+ * W-TinyLFU eviction and admission within each shard (or plain LRU, for
+ * comparison: see cm_l1_new_policy).
  *
  * Reads racing invalidations: cm_l1_epoch() returns a per-shard counter that
  * every delete and clear advances.  A reader that misses takes the epoch,
@@ -19,11 +20,19 @@ typedef struct cm_l1 cm_l1;
 
 typedef struct cm_l1_stats {
 	uint64_t hits, misses, sets, evictions, expired, entries, bytes;
+	uint64_t rejected; /* new entries the admission filter turned away */
 } cm_l1_stats;
 
+enum cm_l1_policy {
+	CM_L1_TINYLFU = 0, /* W-TinyLFU: window LRU + SLRU main + sketch */
+	CM_L1_LRU,         /* plain LRU, no admission (benchmark baseline) */
+};
+
 /* max_bytes bounds keys + values + per-entry overhead.  nshards a power
- * of two (0 picks 16). */
+ * of two (0 picks 16).  NULL on bad arguments or out of memory. */
 cm_l1 *cm_l1_new(size_t max_bytes, unsigned nshards);
+cm_l1 *cm_l1_new_policy(size_t max_bytes, unsigned nshards,
+                        enum cm_l1_policy policy);
 void cm_l1_free(cm_l1 *c);
 
 /*

@@ -168,7 +168,8 @@ service_pid "${STACK_SERVICES[0]}" >/dev/null ||
 	for v in $(compgen -e | sort); do
 		case $v in
 		REDIS_URL | DATABASE_URL | PUBLIC_BASE_URL | AUTH_JWT_SECRET | \
-			LOG_LEVEL | TRUSTED_PROXIES | METRICS_TOKEN | REDIRECT_STATUS) ;;
+			LOG_LEVEL | TRUSTED_PROXIES | METRICS_TOKEN | REDIRECT_STATUS | \
+			RATELIMIT_RULES) ;;
 		*)
 			keep=
 			for svc in "${STACK_SERVICES[@]}"; do

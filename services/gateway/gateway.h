@@ -84,6 +84,9 @@ struct gw_upstream {
 	const char *addr_default; /* "tcp://127.0.0.1:7001" */
 	cm_rpc_client *client;
 	cm_histogram *latency;
+	/* The gateway serves without it (the rate limiter fails open):
+	 * /healthz shows it but stays 200 when it is down. */
+	bool soft;
 };
 
 extern struct gw_upstream gw_upstreams[];
@@ -203,6 +206,7 @@ enum gw_hdr {
 	GW_HDR_X_REQUEST_ID,
 	GW_HDR_X_FORWARDED_FOR,
 	GW_HDR_EXPECT,
+	GW_HDR_IF_NONE_MATCH,
 };
 
 struct gw_req;
@@ -227,6 +231,7 @@ struct gw_req {
 	enum gw_hdr cur;
 	int nauth;
 	struct gw_str url, auth, rid_in, xff, expect;
+	struct gw_str inm; /* If-None-Match */
 
 	/* decided at headers-complete */
 	const char *path, *query;
@@ -246,10 +251,13 @@ struct gw_req {
 
 	/* upstream work */
 	gw_reply_cb on_reply;
-	int pending;      /* calls awaiting replies */
-	int64_t deadline; /* uv_now by which an answer is due */
-	uint64_t epoch;   /* redirect cache epoch before a miss */
-	void *hstate;     /* handler state (health) */
+	int pending;         /* calls awaiting replies */
+	int64_t deadline;    /* uv_now by which an answer is due */
+	uint64_t epoch;      /* redirect cache epoch before a miss */
+	void *hstate;        /* handler state (health) */
+	bool rl_done;        /* rate limit check passed (ratelimit.c) */
+	void *rl_state;      /* the check in flight (ratelimit.c) */
+	const char *rl_hdrs; /* RateLimit headers for the response */
 
 	/* response */
 	int status;
@@ -341,6 +349,16 @@ void gw_clicks_flush(struct gw_loop *l, bool final);
 void gw_inval_on_key(void *arg, const char *key, size_t len);
 void gw_inval_on_reset(void *arg);
 void gw_inval_poll(void);
+
+/* ratelimit.c */
+void gw_ratelimit_init(void);
+void gw_ratelimit_fini(void);
+/*
+ * Checks the current request against the rate limiter.  True: go on with
+ * the handler now.  False: the check is in flight; its completion either
+ * answers (429, 503) or calls gw_request_dispatch again.
+ */
+bool gw_ratelimit_check(struct gw_conn *c);
 
 /* metrics.c */
 void gw_metrics_init(void);

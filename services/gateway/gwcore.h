@@ -151,6 +151,12 @@ enum gw_body {
 /* Route flags. */
 #define GW_RF_DROP_CODE                                                        \
 	0x1 /* on success, drop {code} from the redirect cache */
+/* A cacheable GET: ETag (a hash of the body) and Cache-Control are set,
+ * and a matching If-None-Match is answered 304. */
+#define GW_RF_ETAG 0x100
+/* {key} longer than GW_KEY_MAX bytes -> 413 before any call. */
+#define GW_RF_KEY_LIMIT 0x200
+#define GW_KEY_MAX      512
 
 /*
  * One row of the route table.  Path parameters ("{code}") and query

@@ -291,6 +291,47 @@ gw_error_from_reply(struct gw_conn *c, const struct gw_upstream *u,
 
 /* ---- transcoded RPC routes ---- */
 
+/*
+ * The browser and CDN levels of caching: a strong ETag (64-bit FNV-1a of
+ * the body) and a Cache-Control that makes clients revalidate; a request
+ * whose If-None-Match lists the tag (or "*") gets 304 with no body.
+ */
+static bool
+etag_listed(const char *inm, size_t len, const char *tag)
+{
+	size_t tl = strlen(tag);
+
+	for (size_t i = 0; i < len; i++) {
+		if (inm[i] == '*')
+			return (true);
+		if (i + tl <= len && memcmp(inm + i, tag, tl) == 0)
+			return (true);
+	}
+	return (false);
+}
+
+static void
+etag_respond(struct gw_conn *c, int status, const char *body, size_t len)
+{
+	struct gw_req *rq = &c->req;
+	uint64_t h = 14695981039346656037ULL;
+	char tag[24];
+	const char *extra;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char) body[i]) * 1099511628211ULL;
+	snprintf(tag, sizeof(tag), "\"%016llx\"", (unsigned long long) h);
+	extra = cm_arena_printf(&c->arena,
+	                        "ETag: %s\r\nCache-Control: private, "
+	                        "max-age=0, must-revalidate\r\n",
+	                        tag);
+	if (rq->inm.len > 0 && etag_listed(rq->inm.p, rq->inm.len, tag)) {
+		gw_respond(c, 304, NULL, extra, NULL, 0);
+		return;
+	}
+	gw_respond(c, status, "application/json", extra, body, len);
+}
+
 static void
 proxy_reply(struct gw_conn *c, int idx, const struct gw_reply *r)
 {
@@ -320,6 +361,10 @@ proxy_reply(struct gw_conn *c, int idx, const struct gw_reply *r)
 		                 NULL);
 		return;
 	}
+	if (rt->def->flags & GW_RF_ETAG) {
+		etag_respond(c, status, json, jlen);
+		return;
+	}
 	gw_respond(c, status, "application/json", NULL, json, jlen);
 }
 
@@ -331,7 +376,15 @@ proxy_handle(struct gw_conn *c)
 	uint8_t *payload;
 	size_t len;
 	char err[256];
+	size_t klen;
 
+	if ((rt->def->flags & GW_RF_KEY_LIMIT) &&
+	    gw_match_param(&rq->match, "key", &klen) != NULL &&
+	    klen > GW_KEY_MAX) {
+		gw_respond_error(c, 413, "RESOURCE_EXHAUSTED",
+		                 "key longer than 512 bytes", NULL);
+		return;
+	}
 	if (gw_transcode_request(rt, &rq->match, rq->query, rq->qlen,
 	                         rq->body.p, rq->body.len, &c->arena, &payload,
 	                         &len, err, sizeof(err)) != 0) {
@@ -402,7 +455,8 @@ health_answer(struct gw_conn *c)
 			    json_string(res[i].status != CM_OK
 			                    ? res[i].message
 			                    : "malformed reply"));
-			all = false;
+			if (!gw_upstreams[i].soft)
+				all = false;
 		} else {
 			if (hr->status !=
 			    HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
@@ -469,6 +523,8 @@ gw_request_dispatch(struct gw_conn *c)
 		                 rq->early_msg, rq->early_extra);
 		return;
 	}
+	if (!gw_ratelimit_check(c))
+		return;
 	switch (rq->route->def->handler) {
 	case GW_H_REDIRECT:
 		gw_redirect_handle(c);

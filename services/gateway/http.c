@@ -64,6 +64,8 @@ classify(const char *name, size_t len)
 	case 13:
 		if (gw_strcaseeq(name, len, "authorization"))
 			return (GW_HDR_AUTHORIZATION);
+		if (gw_strcaseeq(name, len, "if-none-match"))
+			return (GW_HDR_IF_NONE_MATCH);
 		break;
 	case 15:
 		if (gw_strcaseeq(name, len, "x-forwarded-for"))
@@ -131,6 +133,9 @@ on_header_value(http_parser *p, const char *at, size_t len)
 		break;
 	case GW_HDR_EXPECT:
 		gw_str_append(&rq->expect, &c->arena, at, len);
+		break;
+	case GW_HDR_IF_NONE_MATCH:
+		gw_str_append(&rq->inm, &c->arena, at, len);
 		break;
 	default:
 		break;
@@ -278,6 +283,8 @@ resp_head(struct gw_conn *c, int status, size_t clen)
 		gw_buf_append(o, "\r\n", 2);
 	}
 	put_rid(c);
+	if (rq->rl_hdrs != NULL)
+		gw_buf_puts(o, rq->rl_hdrs);
 	if (close)
 		gw_buf_append(o, "Connection: close\r\n", 19);
 	else if (rq->http10)

@@ -175,6 +175,7 @@ gw_serve(void)
 	config_load();
 	routes_load();
 	gw_upstreams_open();
+	gw_ratelimit_init();
 	if (gw_cfg.cache_bytes > 0)
 		gw_cache = cm_l1_new(gw_cfg.cache_bytes, 0);
 	gw_metrics_init();
@@ -220,6 +221,7 @@ gw_serve(void)
 	gw_alog_stop();
 	if (gw_cache != NULL)
 		cm_l1_free(gw_cache);
+	gw_ratelimit_fini();
 	gw_router_fini(&gw_router);
 	gw_trust_fini(&gw_cfg.trust);
 	log_info("event=stopped");
@@ -324,6 +326,12 @@ static const cm_cli cli = {
         "  GATEWAY_IDLE_TIMEOUT_MS    keep-alive idle timeout (60000)\n"
         "  GATEWAY_REQUEST_TIMEOUT_MS time to receive a request (10000)\n"
         "  GATEWAY_RPC_TIMEOUT_MS     upstream deadline (3000)\n"
+        "  GATEWAY_RATELIMIT          check every request with the "
+        "ratelimiter (1)\n"
+        "  GATEWAY_RATELIMIT_TIMEOUT_MS  its deadline; past it the rules'\n"
+        "                             failure policy applies (20)\n"
+        "  RATELIMITER_ADDR           the ratelimiter "
+        "(tcp://127.0.0.1:7002)\n"
         "  GATEWAY_DRAIN_TIMEOUT_MS   graceful shutdown bound (30000)\n"
         "  GATEWAY_ACCESS_LOG         1/0 access log (1)\n"
         "  GATEWAY_CACHE_BYTES        redirect cache size, 0 = off "

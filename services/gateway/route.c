@@ -22,12 +22,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.pb-c.h"
 #include "health.pb-c.h"
+#include "ratelimiter.pb-c.h"
 #include "shortener.pb-c.h"
 
 #include "gwcore.h"
 
 const struct gw_route gw_routes[] = {
+    /* Cache, for operators: the service checks the admin role. */
+    {.method = "GET",
+     .path = "/api/v1/cache/stats",
+     .rpc = "cache.Cache/Stats",
+     .auth = GW_AUTH_REQUIRED},
+    {.method = "GET",
+     .path = "/api/v1/cache/{ns}/{key}",
+     .rpc = "cache.Cache/Get",
+     .auth = GW_AUTH_REQUIRED,
+     .flags = GW_RF_ETAG | GW_RF_KEY_LIMIT},
+    {.method = "PUT",
+     .path = "/api/v1/cache/{ns}/{key}",
+     .rpc = "cache.Cache/Set",
+     .status = 204,
+     .auth = GW_AUTH_REQUIRED,
+     .body = GW_BODY_RAW,
+     .body_field = "value",
+     .flags = GW_RF_KEY_LIMIT},
+    {.method = "DELETE",
+     .path = "/api/v1/cache/{ns}/{key}",
+     .rpc = "cache.Cache/Delete",
+     .status = 204,
+     .auth = GW_AUTH_REQUIRED,
+     .flags = GW_RF_KEY_LIMIT},
+    {.method = "POST",
+     .path = "/api/v1/cache/{ns}/invalidate",
+     .rpc = "cache.Cache/InvalidateTags",
+     .auth = GW_AUTH_REQUIRED,
+     .body = GW_BODY_JSON},
+    {.method = "POST",
+     .path = "/api/v1/cache/{ns}/bump",
+     .rpc = "cache.Cache/BumpVersion",
+     .auth = GW_AUTH_REQUIRED},
+
     /* The gateway's own endpoints. */
     {.method = "GET",
      .path = "/healthz",
@@ -57,6 +93,15 @@ const struct gw_route gw_routes[] = {
      .status = 204,
      .auth = GW_AUTH_REQUIRED,
      .flags = GW_RF_DROP_CODE},
+    /* Rate limiter admin (the service checks the admin role). */
+    {.method = "GET",
+     .path = "/api/v1/ratelimit/rules",
+     .rpc = "ratelimiter.RateLimiter/Rules",
+     .auth = GW_AUTH_REQUIRED},
+    {.method = "GET",
+     .path = "/api/v1/ratelimit/status",
+     .rpc = "ratelimiter.RateLimiter/Status",
+     .auth = GW_AUTH_REQUIRED},
     {.method = "GET",
      .path = "/{code}",
      .handler = GW_H_REDIRECT,
@@ -66,7 +111,9 @@ const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 
 const ProtobufCServiceDescriptor *const gw_services[] = {
     &health__health__descriptor,
+    &cache__cache__descriptor,
     &shortener__shortener__descriptor,
+    &ratelimiter__rate_limiter__descriptor,
 };
 const size_t gw_nservices = sizeof(gw_services) / sizeof(gw_services[0]);
 

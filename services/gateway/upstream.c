@@ -32,6 +32,14 @@ struct gw_upstream gw_upstreams[] = {
     {.name = "shortener",
      .addr_env = "SHORTENER_ADDR",
      .addr_default = "tcp://127.0.0.1:7001"},
+    {.name = "ratelimiter",
+     .addr_env = "RATELIMITER_ADDR",
+     .addr_default = "tcp://127.0.0.1:7002",
+     .soft = true},
+    {.name = "cache",
+     .addr_env = "CACHE_ADDR",
+     .addr_default = "tcp://127.0.0.1:7003",
+     .soft = true},
 };
 const size_t gw_nupstreams = sizeof(gw_upstreams) / sizeof(gw_upstreams[0]);
 

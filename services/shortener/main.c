@@ -2,14 +2,16 @@
  * shortener: the URL shortener service.  Wiring only:
  *
  *   configuration -> log -> schema migration -> signals blocked ->
- *   invalidation subscriber -> maintenance thread -> RPC server ->
+ *   cache engine (with its invalidation subscriber) -> maintenance
+ *   thread -> RPC server ->
  *   wait for SIGINT/SIGTERM -> stop the server (requests in flight finish)
  *   -> stop the threads -> free.
  *
  * Threads: SHORTENER_WORKERS RPC workers, each with its own PostgreSQL and
  * Redis connection (struct shortener_io); the insert batcher (store_pg.c),
- * which commits the workers' inserts together; the invalidation subscriber,
- * which drops L1 entries that any instance deleted; and the maintenance
+ * which commits the workers' inserts together; the cache engine's
+ * invalidation subscriber (common/cache.c), which drops L1 entries that any
+ * instance deleted; and the maintenance
  * thread, which purges expired links and retries invalidations that could
  * not be sent.  Health checks use one more pair of connections of their
  * own, behind a mutex.
@@ -24,9 +26,9 @@
 #include <nng/nng.h>
 
 #include "cli.h"
+#include "cache.h"
 #include "config.h"
 #include "handlers.h"
-#include "invalidate.h"
 #include "log.h"
 #include "rpc/rpc.h"
 #include "shortener.h"
@@ -51,7 +53,8 @@ static const char env_help[] =
     "  SHORTENER_ID_KEY            key of the id permutation (a dev key,\n"
     "                              with a warning); keep it secret and "
     "fixed\n"
-    "  SHORTENER_L1_MB             in-process redirect cache, MiB (64)\n"
+    "  SHORTENER_L1_MB             in-process redirect cache (the cache\n"
+    "                              engine's L1), MiB (64)\n"
     "  SHORTENER_PURGE_INTERVAL_S  seconds between purges of expired "
     "links (60)\n"
     "  SHORTENER_PURGE_GRACE_S     purge links expired longer ago than "
@@ -80,7 +83,7 @@ struct app {
 	struct shortener_pg_batcher *batcher;
 	const char *database_url;
 	const char *redis_url;
-	cm_invalidator *inv;
+	cm_cache *engine;
 	pthread_mutex_t health_mu;
 	struct shortener_io health_io;
 	struct maint maint;
@@ -93,7 +96,8 @@ static void
 io_open(struct shortener_io *io, struct shortener_pg_batcher *batcher)
 {
 	shortener_pg_open(&io->store, app.database_url, batcher);
-	shortener_redis_open(&io->cache, app.redis_url, REDIS_TIMEOUT_MS);
+	shortener_redis_open(&io->cache, app.engine, app.redis_url,
+	                     REDIS_TIMEOUT_MS);
 }
 
 static void
@@ -155,24 +159,12 @@ health(void *arg, cm_health_dep *deps, size_t max, bool *serving)
 	if (n < max)
 		deps[n++] =
 		    (cm_health_dep){.name = "invalidation",
-		                    .ok = cm_invalidator_subscribed(app.inv),
-		                    .detail = cm_invalidator_subscribed(app.inv)
+		                    .ok = cm_cache_subscribed(app.engine),
+		                    .detail = cm_cache_subscribed(app.engine)
 		                                  ? NULL
 		                                  : "not subscribed"};
 	*serving = pg;
 	return (n);
-}
-
-static void
-on_key(void *arg, const char *key, size_t len)
-{
-	shortener_forget_local(arg, key, len);
-}
-
-static void
-on_reset(void *arg)
-{
-	shortener_clear_local(arg);
 }
 
 /* Sleeps up to ms unless stopped; true if stopping. */
@@ -285,7 +277,8 @@ static int
 serve(void)
 {
 	struct shortener_config c;
-	cm_invalidator_config ic;
+	cm_cache_config cc;
+	size_t l1_bytes;
 	cm_rpc_server_config sc;
 	cm_rpc_server *server;
 	const char *listen, *mode, *key;
@@ -314,7 +307,9 @@ serve(void)
 	c.id_key = key;
 	c.public_base_url =
 	    cm_env_str("PUBLIC_BASE_URL", "http://localhost:8080");
-	c.l1_bytes = (size_t) cm_env_int("SHORTENER_L1_MB", 64, 0, 65536) << 20;
+	/* The engine holds the L1; the domain keeps none of its own. */
+	l1_bytes = (size_t) cm_env_int("SHORTENER_L1_MB", 64, 0, 65536) << 20;
+	c.l1_negative_ttl_s = 3;
 	app.redis_url = cm_env_str("REDIS_URL", "redis://127.0.0.1:6379");
 	app.database_url = cm_env_str(
 	    "DATABASE_URL",
@@ -329,14 +324,19 @@ serve(void)
 	migrate();
 	cm_signals_block();
 
-	memset(&ic, 0, sizeof(ic));
-	ic.redis_url = app.redis_url;
-	ic.channel = SHORTENER_INVALIDATE_CHANNEL;
-	ic.on_key = on_key;
-	ic.on_reset = on_reset;
-	ic.arg = app.svc;
-	if (cm_invalidator_start(&app.inv, &ic) != 0)
-		fatalx("event=invalidator_start");
+	memset(&cc, 0, sizeof(cc));
+	cc.redis_url = app.redis_url;
+	cc.prefix = "cache";
+	cc.l1_bytes = l1_bytes;
+	cc.l1_ttl_ms = 60000;
+	cc.negative_ttl_ms = 3000;
+	cc.default_ttl_ms = 3600000;
+	cc.stale_ms = 60000;
+	cc.jitter_pct = 10;
+	cc.xfetch_beta = 1.0;
+	cc.redis_timeout_ms = REDIS_TIMEOUT_MS;
+	if (cm_cache_new(&app.engine, &cc) != 0)
+		fatalx("event=cache_new");
 	pthread_mutex_init(&app.health_mu, NULL);
 	io_open(&app.health_io, NULL);
 	app.maint.svc = app.svc;
@@ -365,8 +365,8 @@ serve(void)
 	cm_rpc_server_stop(server);
 	shortener_pg_batcher_stop(app.batcher);
 	maint_stop(&app.maint);
-	cm_invalidator_stop(app.inv);
 	io_close(&app.health_io);
+	cm_cache_free(app.engine);
 	pthread_mutex_destroy(&app.health_mu);
 	shortener_free(app.svc);
 	log_info("event=stopped");

@@ -24,8 +24,12 @@
  * custom alias is simply skipped.  Every row gets a leased id, whatever the
  * mode: it breaks ties when listing a user's links.
  *
- * Redirects (Resolve) read through three tiers, filling the faster ones on
- * the way back (cache-aside):
+ * Redirects (Resolve) read through the cache's own read-through when it
+ * has one (production: the multi-level engine of common/cache.h, which
+ * does L1, Redis, single-flight, leases and negative caching itself; the
+ * store's lookup is its loader).  Otherwise (the in-memory fake of the
+ * unit tests) they read through three tiers here, filling the faster ones
+ * on the way back (cache-aside):
  *
  *   L1 (cm_l1, in process) -> shared cache (Redis) -> store (PostgreSQL)
  *
@@ -952,6 +956,65 @@ resolve_reply(struct shortener *s, cm_arena *a, const char *url, size_t len,
 	return (r);
 }
 
+/* The loader behind a read-through cache: the store, counted. */
+struct resolve_load {
+	struct shortener *s;
+	struct shortener_io *io;
+	bool loaded;
+};
+
+static int
+resolve_load(void *arg, const char *code, cm_arena *a,
+             struct shortener_cached *out, int *ttl_s)
+{
+	struct resolve_load *rl = arg;
+	struct shortener_link l;
+	int64_t now = rl->s->now(), ttl = rl->s->cache_ttl_s;
+	int rv;
+
+	rv = rl->io->store.ops->get(rl->io->store.impl, code, a, &l);
+	if (rv != CM_OK && rv != CM_NOT_FOUND)
+		return (rv);
+	cm_counter_add(rl->s->res_store, 1);
+	rl->loaded = true;
+	if (rv == CM_NOT_FOUND)
+		return (rv);
+	/* An expired link is cached as such, briefly: reads report it. */
+	if (l.expires_at != 0 && l.expires_at <= now)
+		ttl = rl->s->l1_negative_ttl_s;
+	else if (l.expires_at != 0 && l.expires_at - now < ttl)
+		ttl = l.expires_at - now;
+	out->long_url = l.long_url;
+	out->expires_at = l.expires_at;
+	*ttl_s = (int) ttl;
+	return (CM_OK);
+}
+
+/* Resolve through a read-through cache (the multi-level engine). */
+static int
+resolve_through(struct shortener *s, struct shortener_io *io, const char *code,
+                cm_arena *a, Shortener__ResolveResponse **out, char *err,
+                size_t errlen)
+{
+	struct resolve_load rl = {.s = s, .io = io};
+	struct shortener_cached c;
+	int rv;
+
+	rv = io->cache.ops->resolve(io->cache.impl, code, resolve_load, &rl, a,
+	                            &c);
+	if (rv == CM_NOT_FOUND) {
+		snprintf(err, errlen, "no such link");
+		return (rv);
+	}
+	if (rv != CM_OK)
+		return (store_error(rv, err, errlen));
+	if (!rl.loaded)
+		cm_counter_add(s->res_cache, 1);
+	*out =
+	    resolve_reply(s, a, c.long_url, strlen(c.long_url), c.expires_at);
+	return (CM_OK);
+}
+
 int
 shortener_resolve(struct shortener *s, struct shortener_io *io,
                   const Shortener__ResolveRequest *in, cm_arena *a,
@@ -970,6 +1033,8 @@ shortener_resolve(struct shortener *s, struct shortener_io *io,
 		snprintf(err, errlen, "no such link");
 		return (CM_NOT_FOUND);
 	}
+	if (io->cache.ops != NULL && io->cache.ops->resolve != NULL)
+		return (resolve_through(s, io, code, a, out, err, errlen));
 	if (s->l1 != NULL) {
 		n = cm_l1_get(s->l1, code, strlen(code), v, sizeof(v));
 		if (n == 1 && v[0] == 'N') {

@@ -86,8 +86,25 @@ struct shortener_cached {
 	int64_t expires_at; /* 0: never */
 };
 
+/*
+ * The source behind a read-through cache (the domain passes the store's
+ * lookup): CM_OK with *out (strings from a) and *ttl_s, how long it may be
+ * cached; CM_NOT_FOUND; or an error.
+ */
+typedef int (*shortener_load_fn)(void *arg, const char *code, cm_arena *a,
+                                 struct shortener_cached *out, int *ttl_s);
+
 struct shortener_cache_ops {
 	const char *name;
+	/*
+	 * Read-through (optional; the multi-level engine implements it):
+	 * answers from the cache levels or calls load, with single-flight,
+	 * leases, stale-if-error and negative caching.  CM_OK (*out from a),
+	 * CM_NOT_FOUND, or load's error.  When set, the domain keeps no L1
+	 * of its own and get/fill are not used.
+	 */
+	int (*resolve)(void *impl, const char *code, shortener_load_fn load,
+	               void *arg, cm_arena *a, struct shortener_cached *out);
 	/*
 	 * CM_OK: a hit, *out filled (strings from a).  CM_NOT_FOUND: the code
 	 * is known to be deleted (a tombstone).  Any other code: a miss, or
@@ -144,12 +161,17 @@ void shortener_pg_open(struct shortener_store *out, const char *conninfo,
 void shortener_pg_close(struct shortener_store *st);
 
 /*
- * Redis (store_redis.c): keys "shortener:url:{CODE}", value
- * "<expires_at> <long_url>" or the tombstone "-"; invalidations are
- * published on SHORTENER_INVALIDATE_CHANNEL with the code as payload.
+ * The multi-level cache engine (store_redis.c): namespace
+ * SHORTENER_CACHE_NS of the shared engine (common/cache.h), values
+ * "<expires_at> <long_url>", deletes leave engine tombstones; every
+ * invalidation is also published on SHORTENER_INVALIDATE_CHANNEL with the
+ * code as payload, for the gateways' redirect caches.  engine is shared
+ * (thread-safe); the rest is per thread.
  */
-void shortener_redis_open(struct shortener_cache *out, const char *url,
-                          int timeout_ms);
+struct cm_cache;
+#define SHORTENER_CACHE_NS "shortener"
+void shortener_redis_open(struct shortener_cache *out, struct cm_cache *engine,
+                          const char *url, int timeout_ms);
 void shortener_redis_close(struct shortener_cache *c);
 
 /*

@@ -1,25 +1,31 @@
 /*
- * The shared redirect cache in Redis: the only file that speaks hiredis.
+ * The redirect cache: the multi-level cache engine (common/cache.h) in
+ * namespace SHORTENER_CACHE_NS, and the gateways' invalidation channel.
+ * The only file of the shortener that speaks hiredis.
  *
- * Keys are "shortener:url:{CODE}" (the code is the hash tag, so a Redis
- * Cluster keeps everything about one code on one node).  A value is
- * "<expires_at> <long_url>" (expires_at in Unix seconds, 0 = never; a URL
- * holds no space) or the tombstone "-" that a delete leaves behind.  Fills
- * use SET ... NX, so they never overwrite a tombstone: a resolve that read
- * the database just before a delete cannot put the link back.
+ * resolve is the engine's read-through get: L1 (in process, W-TinyLFU),
+ * L2 (Redis), then the loader the domain passes (PostgreSQL), with
+ * single-flight per instance, a lease across instances, stale-if-error
+ * and negative caching.  A value is "<expires_at> <long_url>" (expires_at
+ * in Unix seconds, 0 = never; a URL holds no space).
  *
- * Invalidation is DEL (or SET tombstone), then PUBLISH of the code on
- * SHORTENER_INVALIDATE_CHANNEL (cm_invalidate_publish).
+ * invalidate is the engine's delete, which leaves a tombstone for
+ * tomb_ttl_s (loader fills never overwrite one, so a resolve that read the
+ * database just before a delete cannot put the link back) and drops every
+ * instance's L1 copy through the engine's channel; then the code is
+ * published on SHORTENER_INVALIDATE_CHANNEL for the gateways.
  *
- * One instance per thread (a cm_redis is not thread-safe).  Every command
- * is bounded by the timeout given at open; when Redis is down, calls fail
- * at once (cm_redis backs off) and the domain goes on without the cache.
+ * One instance per thread (the cm_redis for publishing is not
+ * thread-safe); the engine is shared.  When Redis is down the engine goes
+ * straight to the loader, and invalidations fail with CM_UNAVAILABLE (the
+ * domain retries them).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "invalidate.h"
 #include "log.h"
 #include "redis.h"
@@ -27,81 +33,87 @@
 #include "status.h"
 #include "store.h"
 
-#define KEY_FMT "shortener:url:{%s}"
-
 struct redis_cache {
+	cm_cache *engine;
 	cm_redis *r;
 };
 
-static int
-redis_get(void *impl, const char *code, cm_arena *a,
-          struct shortener_cached *out)
-{
-	struct redis_cache *c = impl;
-	redisReply *rep;
-	char *sp, *end;
-	int64_t exp;
-	int rv = CM_UNAVAILABLE;
+/* Adapts the domain's loader to the engine's. */
+struct load_arg {
+	shortener_load_fn load;
+	void *arg;
+	cm_arena *a;
+};
 
-	if ((rep = cm_redis_cmd(c->r, "GET " KEY_FMT, code)) == NULL)
-		return (CM_UNAVAILABLE);
-	if (rep->type == REDIS_REPLY_STRING) {
-		if (rep->len == 1 && rep->str[0] == '-') {
-			rv = CM_NOT_FOUND;
-		} else if ((sp = memchr(rep->str, ' ', rep->len)) != NULL) {
-			exp = strtoll(rep->str, &end, 10);
-			if (end == sp && exp >= 0) {
-				out->expires_at = exp;
-				out->long_url = cm_arena_strndup(
-				    a, sp + 1,
-				    rep->len - (size_t) (sp + 1 - rep->str));
-				rv = CM_OK;
-			}
-		}
-	}
-	freeReplyObject(rep);
-	return (rv);
+static int
+engine_loader(void *arg, const char *ns, const void *key, size_t klen,
+              cm_cache_value *out)
+{
+	struct load_arg *la = arg;
+	struct shortener_cached c;
+	char code[SHORTENER_ALIAS_MAX + 1];
+	int ttl_s = 0, rv, n;
+	char *v;
+
+	(void) ns;
+	if (klen >= sizeof(code))
+		return (CM_NOT_FOUND);
+	memcpy(code, key, klen);
+	code[klen] = '\0';
+	if ((rv = la->load(la->arg, code, la->a, &c, &ttl_s)) != CM_OK)
+		return (rv);
+	n = snprintf(NULL, 0, "%" PRId64 " %s", c.expires_at, c.long_url);
+	if (n < 0 || (v = malloc((size_t) n + 1)) == NULL)
+		return (CM_INTERNAL);
+	snprintf(v, (size_t) n + 1, "%" PRId64 " %s", c.expires_at, c.long_url);
+	out->data = v;
+	out->len = (size_t) n;
+	out->ttl_ms = (int64_t) (ttl_s > 0 ? ttl_s : 1) * 1000;
+	return (CM_OK);
 }
 
-static void
-redis_fill(void *impl, const char *code, const struct shortener_cached *v,
-           int ttl_s)
+static int
+redis_resolve(void *impl, const char *code, shortener_load_fn load, void *arg,
+              cm_arena *a, struct shortener_cached *out)
 {
 	struct redis_cache *c = impl;
-	redisReply *rep;
-	char val[24 + SHORTENER_URL_MAX];
-	int n;
+	struct load_arg la = {.load = load, .arg = arg, .a = a};
+	cm_cache_value v;
+	char *sp, *end;
+	int64_t exp;
+	int rv;
 
-	if (ttl_s <= 0)
-		return;
-	n = snprintf(val, sizeof(val), "%" PRId64 " %s", v->expires_at,
-	             v->long_url);
-	if (n < 0 || (size_t) n >= sizeof(val))
-		return;
-	rep = cm_redis_cmd(c->r, "SET " KEY_FMT " %b EX %d NX", code, val,
-	                   (size_t) n, ttl_s);
-	if (rep != NULL)
-		freeReplyObject(rep);
+	memset(&v, 0, sizeof(v));
+	rv = cm_cache_get_or_load(c->engine, SHORTENER_CACHE_NS, code,
+	                          strlen(code), engine_loader, &la, &v, NULL);
+	if (rv != CM_OK)
+		return (rv);
+	rv = CM_INTERNAL;
+	if ((sp = memchr(v.data, ' ', v.len)) != NULL) {
+		exp = strtoll(v.data, &end, 10);
+		if (end == sp && exp >= 0) {
+			out->expires_at = exp;
+			out->long_url = cm_arena_strndup(
+			    a, sp + 1,
+			    v.len - (size_t) (sp + 1 - (char *) v.data));
+			rv = CM_OK;
+		}
+	}
+	if (rv != CM_OK)
+		log_warnx("event=bad_cached_value code=%s", code);
+	free(v.data);
+	return (rv);
 }
 
 static int
 redis_invalidate(void *impl, const char *code, int tomb_ttl_s)
 {
 	struct redis_cache *c = impl;
-	redisReply *rep;
-	bool ok;
 
-	if (tomb_ttl_s > 0)
-		rep = cm_redis_cmd(c->r, "SET " KEY_FMT " - EX %d", code,
-		                   tomb_ttl_s);
-	else
-		rep = cm_redis_cmd(c->r, "DEL " KEY_FMT, code);
-	if (rep == NULL)
-		return (CM_UNAVAILABLE);
-	ok = rep->type != REDIS_REPLY_ERROR;
-	freeReplyObject(rep);
-	if (!ok || cm_invalidate_publish(c->r, SHORTENER_INVALIDATE_CHANNEL,
-	                                 code) != 0)
+	if (cm_cache_delete(c->engine, SHORTENER_CACHE_NS, code, strlen(code),
+	                    (int64_t) tomb_ttl_s * 1000) != CM_OK ||
+	    cm_invalidate_publish(c->r, SHORTENER_INVALIDATE_CHANNEL, code) !=
+	        0)
 		return (CM_UNAVAILABLE);
 	return (CM_OK);
 }
@@ -115,21 +127,21 @@ redis_ping(void *impl)
 }
 
 static const struct shortener_cache_ops redis_ops = {
-    .name = "redis",
-    .get = redis_get,
-    .fill = redis_fill,
+    .name = "engine",
+    .resolve = redis_resolve,
     .invalidate = redis_invalidate,
     .ping = redis_ping,
 };
 
 void
-shortener_redis_open(struct shortener_cache *out, const char *url,
-                     int timeout_ms)
+shortener_redis_open(struct shortener_cache *out, cm_cache *engine,
+                     const char *url, int timeout_ms)
 {
 	struct redis_cache *c;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		fatal("event=redis_open");
+	c->engine = engine;
 	c->r = cm_redis_new(url, timeout_ms);
 	out->ops = &redis_ops;
 	out->impl = c;

@@ -91,6 +91,7 @@ gateway_start(h_proc *p, const char *name, int port)
 	h_proc_env(p, "PUBLIC_BASE_URL", "%s", BASE);
 	h_proc_env(p, "AUTH_JWT_SECRET", "%s", SECRET);
 	h_proc_env(p, "GATEWAY_CLICK_FLUSH_MS", "200");
+	h_proc_env(p, "GATEWAY_RATELIMIT", "0"); /* test_ratelimiter */
 	h_proc_start(p);
 	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
 	assert_true(h_wait_healthy(T.gw_bin, addr, 20000));

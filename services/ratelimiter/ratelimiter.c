@@ -1,0 +1,820 @@
+/*
+ * Rules, matching, the fallback limiter and the over-limit cache.
+ *
+ * The rules file is YAML (JSON being YAML, a .json file works too), read
+ * with libyaml into a document tree that is turned into a jansson value,
+ * so the rule reader works on one generic tree whatever the syntax.  Plain
+ * scalars become numbers or booleans when they look like one; quoted ones
+ * stay strings.  The format is described in the shipped default file,
+ * deploy/ratelimit-rules.yaml.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <yaml.h>
+
+#include "ratelimiter.h"
+
+const char *
+rl_algo_name(enum rl_algo a)
+{
+	switch (a) {
+	case RL_TOKEN_BUCKET:
+		return ("token_bucket");
+	case RL_FIXED_WINDOW:
+		return ("fixed_window");
+	case RL_SLIDING_LOG:
+		return ("sliding_log");
+	case RL_SLIDING_WINDOW:
+		return ("sliding_window");
+	case RL_GCRA:
+		return ("gcra");
+	}
+	return ("?");
+}
+
+const char *
+rl_keyby_name(enum rl_keyby k)
+{
+	switch (k) {
+	case RL_KEY_IP:
+		return ("ip");
+	case RL_KEY_USER:
+		return ("user");
+	case RL_KEY_ANON_IP:
+		return ("anon_ip");
+	case RL_KEY_USER_OR_IP:
+		return ("user_or_ip");
+	case RL_KEY_API_KEY:
+		return ("api_key");
+	case RL_KEY_GLOBAL:
+		return ("global");
+	}
+	return ("?");
+}
+
+/* ---- YAML -> jansson ---- */
+
+static json_t *
+scalar_value(const yaml_node_t *n)
+{
+	const char *s = (const char *) n->data.scalar.value;
+	size_t len = n->data.scalar.length;
+	char *end;
+	long long v;
+
+	if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return (json_stringn(s, len));
+	if (len == 0 || strcmp(s, "~") == 0 || strcmp(s, "null") == 0)
+		return (json_null());
+	if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 ||
+	    strcmp(s, "on") == 0)
+		return (json_true());
+	if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0 ||
+	    strcmp(s, "off") == 0)
+		return (json_false());
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno == 0 && end != s && *end == '\0')
+		return (json_integer(v));
+	return (json_stringn(s, len));
+}
+
+static json_t *
+yaml_to_json(yaml_document_t *d, yaml_node_t *n, int depth)
+{
+	json_t *out;
+	yaml_node_item_t *it;
+	yaml_node_pair_t *p;
+
+	if (n == NULL || depth > 32)
+		return (NULL);
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		return (scalar_value(n));
+	case YAML_SEQUENCE_NODE:
+		out = json_array();
+		for (it = n->data.sequence.items.start;
+		     it < n->data.sequence.items.top; it++) {
+			json_t *v = yaml_to_json(
+			    d, yaml_document_get_node(d, *it), depth + 1);
+			if (v == NULL) {
+				json_decref(out);
+				return (NULL);
+			}
+			json_array_append_new(out, v);
+		}
+		return (out);
+	case YAML_MAPPING_NODE:
+		out = json_object();
+		for (p = n->data.mapping.pairs.start;
+		     p < n->data.mapping.pairs.top; p++) {
+			yaml_node_t *k = yaml_document_get_node(d, p->key);
+			json_t *v;
+
+			if (k == NULL || k->type != YAML_SCALAR_NODE) {
+				json_decref(out);
+				return (NULL);
+			}
+			v = yaml_to_json(d, yaml_document_get_node(d, p->value),
+			                 depth + 1);
+			if (v == NULL) {
+				json_decref(out);
+				return (NULL);
+			}
+			json_object_set_new(
+			    out, (const char *) k->data.scalar.value, v);
+		}
+		return (out);
+	default:
+		return (NULL);
+	}
+}
+
+/* ---- rules ---- */
+
+static int
+fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return (-1);
+}
+
+/* "90", 90, "90s", "1m", "2h", "1d", "500ms" -> milliseconds; -1 if bad. */
+static int64_t
+parse_duration(const json_t *v)
+{
+	const char *s, *u;
+	char *end;
+	double x;
+
+	if (json_is_integer(v))
+		return (json_integer_value(v) > 0
+		            ? (int64_t) json_integer_value(v) * 1000
+		            : -1);
+	if (!json_is_string(v))
+		return (-1);
+	s = json_string_value(v);
+	errno = 0;
+	x = strtod(s, &end);
+	if (errno != 0 || end == s || x <= 0)
+		return (-1);
+	u = end;
+	while (*u == ' ')
+		u++;
+	if (*u == '\0' || strcmp(u, "s") == 0 || strcmp(u, "sec") == 0)
+		x *= 1000;
+	else if (strcmp(u, "ms") == 0)
+		;
+	else if (strcmp(u, "m") == 0 || strcmp(u, "min") == 0)
+		x *= 60000;
+	else if (strcmp(u, "h") == 0 || strcmp(u, "hour") == 0)
+		x *= 3600000;
+	else if (strcmp(u, "d") == 0 || strcmp(u, "day") == 0)
+		x *= 86400000;
+	else
+		return (-1);
+	return (x >= 1 ? (int64_t) x : -1);
+}
+
+static int
+parse_limit(json_t *o, const struct rl_limit *base, struct rl_limit *out,
+            const char *what, char *err, size_t errlen)
+{
+	json_t *v;
+
+	*out = *base;
+	if (json_is_string(o) &&
+	    strcmp(json_string_value(o), "unlimited") == 0) {
+		out->unlimited = true;
+		return (0);
+	}
+	if (!json_is_object(o))
+		return (fail(err, errlen, "%s: expected a mapping", what));
+	if ((v = json_object_get(o, "unlimited")) != NULL && json_is_true(v)) {
+		out->unlimited = true;
+		return (0);
+	}
+	out->unlimited = false;
+	if ((v = json_object_get(o, "limit")) != NULL) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    json_integer_value(v) > 1000000000000LL)
+			return (fail(err, errlen,
+			             "%s: limit must be an integer >= 0",
+			             what));
+		out->limit = json_integer_value(v);
+	}
+	if ((v = json_object_get(o, "window")) != NULL &&
+	    (out->window_ms = parse_duration(v)) <= 0)
+		return (fail(err, errlen,
+		             "%s: window must be a duration (60, \"1m\")",
+		             what));
+	if ((v = json_object_get(o, "burst")) != NULL) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			return (fail(err, errlen,
+			             "%s: burst must be an integer >= 0",
+			             what));
+		out->burst = json_integer_value(v);
+	}
+	if (out->limit < 0 || out->window_ms <= 0)
+		return (fail(err, errlen, "%s: limit and window are required",
+		             what));
+	return (0);
+}
+
+static const char *
+str_member(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+
+	return (json_is_string(v) ? json_string_value(v) : NULL);
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		abort();
+	return (p);
+}
+
+static const char *const rule_keys[] = {
+    "name",   "method", "path",   "key",     "algorithm", "limit",
+    "window", "burst",  "shadow", "failure", "tiers",     NULL,
+};
+
+static int
+parse_rule(json_t *o, size_t idx, struct rl_rule *r, char *err, size_t errlen)
+{
+	static const struct rl_limit nolimit = {.limit = -1, .window_ms = -1};
+	char what[96];
+	const char *s, *k;
+	json_t *v, *tv;
+	size_t i;
+
+	snprintf(what, sizeof(what), "rule %zu", idx + 1);
+	if (!json_is_object(o))
+		return (fail(err, errlen, "%s: expected a mapping", what));
+	json_object_foreach(o, k, v)
+	{
+		for (i = 0; rule_keys[i] != NULL; i++)
+			if (strcmp(rule_keys[i], k) == 0)
+				break;
+		if (rule_keys[i] == NULL)
+			return (fail(err, errlen, "%s: unknown field \"%s\"",
+			             what, k));
+	}
+	if ((s = str_member(o, "name")) == NULL || *s == '\0' ||
+	    strlen(s) > 64 || strpbrk(s, "{}: ") != NULL)
+		return (fail(err, errlen,
+		             "%s: name is required (1-64 characters, no "
+		             "braces, colons or spaces)",
+		             what));
+	r->name = xstrdup(s);
+	snprintf(what, sizeof(what), "rule \"%s\"", r->name);
+	if ((s = str_member(o, "method")) != NULL && strcmp(s, "*") != 0) {
+		r->method = xstrdup(s);
+		for (i = 0; r->method[i]; i++)
+			r->method[i] = (char) toupper((unsigned char) s[i]);
+	}
+	s = str_member(o, "path");
+	if (s != NULL && s[0] != '/')
+		return (fail(err, errlen, "%s: path must start with /", what));
+	r->path = xstrdup(s ? s : "/**");
+	s = str_member(o, "key");
+	r->key = RL_KEY_IP;
+	if (s != NULL) {
+		for (i = 0; i <= RL_KEY_GLOBAL; i++)
+			if (strcmp(s, rl_keyby_name((enum rl_keyby) i)) == 0)
+				break;
+		if (i > RL_KEY_GLOBAL)
+			return (fail(err, errlen,
+			             "%s: key must be ip, user, anon_ip, "
+			             "user_or_ip, api_key or global",
+			             what));
+		r->key = (enum rl_keyby) i;
+	}
+	s = str_member(o, "algorithm");
+	r->algo = RL_SLIDING_WINDOW;
+	if (s != NULL) {
+		for (i = 0; i <= RL_GCRA; i++)
+			if (strcmp(s, rl_algo_name((enum rl_algo) i)) == 0)
+				break;
+		if (i > RL_GCRA)
+			return (fail(err, errlen,
+			             "%s: algorithm must be token_bucket, "
+			             "fixed_window, sliding_log, "
+			             "sliding_window or gcra",
+			             what));
+		r->algo = (enum rl_algo) i;
+	}
+	if (parse_limit(o, &nolimit, &r->lim, what, err, errlen) != 0)
+		return (-1);
+	if ((v = json_object_get(o, "shadow")) != NULL) {
+		if (!json_is_boolean(v))
+			return (fail(err, errlen, "%s: shadow is true/false",
+			             what));
+		r->shadow = json_is_true(v);
+	}
+	if ((s = str_member(o, "failure")) != NULL) {
+		if (strcmp(s, "closed") == 0)
+			r->fail_closed = true;
+		else if (strcmp(s, "open") != 0)
+			return (fail(err, errlen,
+			             "%s: failure must be open or closed",
+			             what));
+	}
+	if ((v = json_object_get(o, "tiers")) != NULL) {
+		if (!json_is_object(v))
+			return (fail(err, errlen,
+			             "%s: tiers must map a tier name to its "
+			             "limit",
+			             what));
+		r->tiers = calloc(json_object_size(v) + 1, sizeof(*r->tiers));
+		if (r->tiers == NULL)
+			abort();
+		json_object_foreach(v, k, tv)
+		{
+			struct rl_tier *t = &r->tiers[r->ntiers++];
+			char twhat[160];
+
+			t->name = xstrdup(k);
+			snprintf(twhat, sizeof(twhat), "%s tier \"%s\"", what,
+			         k);
+			if (parse_limit(tv, &r->lim, &t->lim, twhat, err,
+			                errlen) != 0)
+				return (-1);
+		}
+	}
+	return (0);
+}
+
+void
+rl_rules_free(struct rl_rules *rs)
+{
+	size_t i, j;
+
+	if (rs == NULL)
+		return;
+	for (i = 0; i < rs->n; i++) {
+		struct rl_rule *r = &rs->v[i];
+
+		free(r->name);
+		free(r->method);
+		free(r->path);
+		for (j = 0; j < r->ntiers; j++)
+			free(r->tiers[j].name);
+		free(r->tiers);
+	}
+	free(rs->v);
+	free(rs->source);
+	free(rs);
+}
+
+static int
+rules_from_json(json_t *top, struct rl_rules *rs, char *err, size_t errlen)
+{
+	json_t *rules, *v;
+	const char *k;
+	size_t i, j;
+
+	if (top == NULL || json_is_null(top))
+		return (0);
+	if (!json_is_object(top))
+		return (fail(err, errlen, "expected a mapping with \"rules\""));
+	json_object_foreach(top, k, v)
+	{
+		if (strcmp(k, "rules") != 0)
+			return (fail(err, errlen,
+			             "unknown top-level field "
+			             "\"%s\"",
+			             k));
+	}
+	rules = json_object_get(top, "rules");
+	if (rules == NULL || json_is_null(rules))
+		return (0);
+	if (!json_is_array(rules))
+		return (fail(err, errlen, "rules must be a list"));
+	rs->v = calloc(json_array_size(rules) + 1, sizeof(*rs->v));
+	if (rs->v == NULL)
+		abort();
+	json_array_foreach(rules, i, v)
+	{
+		rs->n = i + 1;
+		if (parse_rule(v, i, &rs->v[i], err, errlen) != 0)
+			return (-1);
+		for (j = 0; j < i; j++)
+			if (strcmp(rs->v[j].name, rs->v[i].name) == 0)
+				return (fail(err, errlen,
+				             "rule name \"%s\" is used twice",
+				             rs->v[i].name));
+	}
+	return (0);
+}
+
+int
+rl_rules_parse(const char *text, size_t len, const char *source,
+               struct rl_rules **out, char *err, size_t errlen)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	yaml_node_t *root;
+	struct rl_rules *rs;
+	json_t *top = NULL;
+	int rv = 0;
+
+	if ((rs = calloc(1, sizeof(*rs))) == NULL)
+		abort();
+	rs->source = xstrdup(source ? source : "");
+	rs->loaded_at = (int64_t) time(NULL);
+	rs->refs = 1;
+	if (!yaml_parser_initialize(&parser))
+		abort();
+	yaml_parser_set_input_string(&parser, (const unsigned char *) text,
+	                             len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		rv = fail(err, errlen, "%s:%zu:%zu: %s", rs->source,
+		          parser.problem_mark.line + 1,
+		          parser.problem_mark.column + 1,
+		          parser.problem ? parser.problem : "syntax error");
+		yaml_parser_delete(&parser);
+		rl_rules_free(rs);
+		return (rv);
+	}
+	root = yaml_document_get_root_node(&doc);
+	if (root != NULL && (top = yaml_to_json(&doc, root, 0)) == NULL)
+		rv = fail(err, errlen, "%s: unsupported YAML construct",
+		          rs->source);
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	if (rv == 0)
+		rv = rules_from_json(top, rs, err, errlen);
+	json_decref(top);
+	if (rv != 0) {
+		rl_rules_free(rs);
+		return (rv);
+	}
+	*out = rs;
+	return (0);
+}
+
+int
+rl_rules_load(const char *path, struct rl_rules **out, char *err, size_t errlen)
+{
+	FILE *f;
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+	int rv;
+
+	if ((f = fopen(path, "r")) == NULL)
+		return (fail(err, errlen, "%s: %s", path, strerror(errno)));
+	for (;;) {
+		if (len + 4096 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			if (cap > (16u << 20)) {
+				fclose(f);
+				free(buf);
+				return (
+				    fail(err, errlen, "%s: too large", path));
+			}
+			if ((buf = realloc(buf, cap)) == NULL)
+				abort();
+		}
+		n = fread(buf + len, 1, cap - len, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	fclose(f);
+	rv = rl_rules_parse(buf ? buf : "", len, path, out, err, errlen);
+	free(buf);
+	return (rv);
+}
+
+/* ---- matching ---- */
+
+bool
+rl_glob(const char *p, const char *s)
+{
+	for (; *p != '\0'; p++, s++) {
+		if (p[0] == '*' && p[1] == '*') {
+			p += 2;
+			if (*p == '\0')
+				return (true);
+			for (; *s != '\0'; s++)
+				if (rl_glob(p, s))
+					return (true);
+			return (rl_glob(p, s));
+		}
+		if (*p == '*') {
+			p++;
+			for (;; s++) {
+				if (rl_glob(p, s))
+					return (true);
+				if (*s == '\0' || *s == '/')
+					return (false);
+			}
+		}
+		if (*s == '\0' || *p != *s)
+			return (false);
+	}
+	return (*s == '\0');
+}
+
+void
+rl_key(char *out, size_t outlen, const struct rl_rule *r, const char *kind,
+       const char *value)
+{
+	/* The hash tag keeps a rule's key in one Redis Cluster slot. */
+	snprintf(out, outlen, "rl:{%s:%s:%s}", r->name, kind, value);
+}
+
+static bool
+nonempty(const char *s)
+{
+	return (s != NULL && *s != '\0');
+}
+
+size_t
+rl_match(const struct rl_rules *rs, const struct rl_request *rq,
+         struct rl_match *out, size_t max)
+{
+	const char *ip = nonempty(rq->ip) ? rq->ip : "unknown";
+	size_t i, j, n = 0;
+
+	for (i = 0; rs != NULL && i < rs->n && n < max; i++) {
+		const struct rl_rule *r = &rs->v[i];
+		struct rl_match *m = &out[n];
+		const char *kind, *value;
+
+		if (r->method != NULL &&
+		    (rq->method == NULL || strcmp(r->method, rq->method) != 0))
+			continue;
+		if (!rl_glob(r->path, rq->path ? rq->path : "/"))
+			continue;
+		switch (r->key) {
+		case RL_KEY_USER:
+			if (!nonempty(rq->user))
+				continue;
+			kind = "user", value = rq->user;
+			break;
+		case RL_KEY_ANON_IP:
+			if (nonempty(rq->user))
+				continue;
+			kind = "ip", value = ip;
+			break;
+		case RL_KEY_USER_OR_IP:
+			if (nonempty(rq->user))
+				kind = "user", value = rq->user;
+			else
+				kind = "ip", value = ip;
+			break;
+		case RL_KEY_API_KEY:
+			if (!nonempty(rq->api_key))
+				continue;
+			kind = "apikey", value = rq->api_key;
+			break;
+		case RL_KEY_GLOBAL:
+			kind = "all", value = "all";
+			break;
+		case RL_KEY_IP:
+		default:
+			kind = "ip", value = ip;
+			break;
+		}
+		m->rule = r;
+		m->lim = r->lim;
+		for (j = 0; nonempty(rq->tier) && j < r->ntiers; j++)
+			if (strcmp(r->tiers[j].name, rq->tier) == 0) {
+				m->lim = r->tiers[j].lim;
+				break;
+			}
+		if (m->lim.unlimited)
+			continue;
+		if (m->lim.burst <= 0)
+			m->lim.burst = m->lim.limit;
+		rl_key(m->key, sizeof(m->key), r, kind, value);
+		n++;
+	}
+	return (n);
+}
+
+/* ---- bounded string-keyed tables (fallback limiter, over-limit cache) */
+
+struct slot {
+	char *key; /* NULL: empty */
+	double a;  /* tokens / until */
+	int64_t t; /* last refill */
+};
+
+struct table {
+	pthread_mutex_t mu;
+	struct slot *v;
+	size_t cap, n, max;
+};
+
+static uint64_t
+hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+	return (h);
+}
+
+static void
+table_init(struct table *t, size_t max)
+{
+	pthread_mutex_init(&t->mu, NULL);
+	t->max = max ? max : 1;
+	t->cap = 16;
+	while (t->cap < t->max * 2)
+		t->cap *= 2;
+	if ((t->v = calloc(t->cap, sizeof(*t->v))) == NULL)
+		abort();
+}
+
+static void
+table_clear(struct table *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->cap; i++) {
+		free(t->v[i].key);
+		t->v[i].key = NULL;
+	}
+	t->n = 0;
+}
+
+static void
+table_fini(struct table *t)
+{
+	table_clear(t);
+	free(t->v);
+	pthread_mutex_destroy(&t->mu);
+}
+
+/* The key's slot, created (zeroed) if absent and create; NULL if not. */
+static struct slot *
+table_get(struct table *t, const char *key, bool create, bool *fresh)
+{
+	size_t i = (size_t) hash(key) & (t->cap - 1);
+
+	*fresh = false;
+	for (;; i = (i + 1) & (t->cap - 1)) {
+		if (t->v[i].key == NULL)
+			break;
+		if (strcmp(t->v[i].key, key) == 0)
+			return (&t->v[i]);
+	}
+	if (!create)
+		return (NULL);
+	if (t->n >= t->max) {
+		/* Full: forget everything; rough limits stay rough. */
+		table_clear(t);
+		i = (size_t) hash(key) & (t->cap - 1);
+	}
+	t->v[i].key = xstrdup(key);
+	t->v[i].a = 0;
+	t->v[i].t = 0;
+	t->n++;
+	*fresh = true;
+	return (&t->v[i]);
+}
+
+struct rl_fallback {
+	struct table t;
+};
+
+struct rl_fallback *
+rl_fallback_new(size_t max_keys)
+{
+	struct rl_fallback *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		abort();
+	table_init(&f->t, max_keys);
+	return (f);
+}
+
+void
+rl_fallback_free(struct rl_fallback *f)
+{
+	if (f == NULL)
+		return;
+	table_fini(&f->t);
+	free(f);
+}
+
+bool
+rl_fallback_check(struct rl_fallback *f, const struct rl_match *m, size_t n,
+                  int64_t cost, int64_t now_ms, struct rl_verdict *v)
+{
+	struct slot *s[RL_MAX_MATCH];
+	double tokens[RL_MAX_MATCH];
+	bool all = true, fresh;
+	size_t i;
+
+	if (n > RL_MAX_MATCH)
+		n = RL_MAX_MATCH;
+	pthread_mutex_lock(&f->t.mu);
+	for (i = 0; i < n; i++) {
+		double cap = (double) m[i].lim.burst;
+		double rate = (double) m[i].lim.limit /
+		              (double) m[i].lim.window_ms; /* per ms */
+
+		s[i] = table_get(&f->t, m[i].key, true, &fresh);
+		if (fresh) {
+			s[i]->a = cap;
+			s[i]->t = now_ms;
+		}
+		tokens[i] = s[i]->a + (double) (now_ms - s[i]->t) * rate;
+		if (tokens[i] > cap)
+			tokens[i] = cap;
+		v[i].allowed = tokens[i] >= (double) cost;
+		if (!v[i].allowed && !m[i].rule->shadow)
+			all = false;
+		v[i].retry_ms =
+		    v[i].allowed || rate <= 0
+		        ? 0
+		        : (int64_t) (((double) cost - tokens[i]) / rate) + 1;
+		v[i].reset_ms =
+		    rate > 0 ? (int64_t) ((cap - tokens[i] +
+		                           (v[i].allowed ? (double) cost : 0)) /
+		                          rate)
+		             : 0;
+	}
+	for (i = 0; i < n; i++) {
+		/* Table may have been cleared by a later insert: re-find. */
+		s[i] = table_get(&f->t, m[i].key, true, &fresh);
+		s[i]->t = now_ms;
+		s[i]->a = tokens[i] - (all && v[i].allowed ? (double) cost : 0);
+		v[i].remaining = (int64_t) s[i]->a;
+	}
+	pthread_mutex_unlock(&f->t.mu);
+	return (all);
+}
+
+struct rl_hot {
+	struct table t;
+};
+
+struct rl_hot *
+rl_hot_new(size_t max_keys)
+{
+	struct rl_hot *h = calloc(1, sizeof(*h));
+
+	if (h == NULL)
+		abort();
+	table_init(&h->t, max_keys);
+	return (h);
+}
+
+void
+rl_hot_free(struct rl_hot *h)
+{
+	if (h == NULL)
+		return;
+	table_fini(&h->t);
+	free(h);
+}
+
+void
+rl_hot_put(struct rl_hot *h, const char *key, int64_t until_ms)
+{
+	struct slot *s;
+	bool fresh;
+
+	pthread_mutex_lock(&h->t.mu);
+	s = table_get(&h->t, key, true, &fresh);
+	s->t = until_ms;
+	pthread_mutex_unlock(&h->t.mu);
+}
+
+int64_t
+rl_hot_get(struct rl_hot *h, const char *key, int64_t now_ms)
+{
+	struct slot *s;
+	int64_t left = 0;
+	bool fresh;
+
+	pthread_mutex_lock(&h->t.mu);
+	s = table_get(&h->t, key, false, &fresh);
+	if (s != NULL && s->t > now_ms)
+		left = s->t - now_ms;
+	pthread_mutex_unlock(&h->t.mu);
+	return (left);
+}

@@ -1,0 +1,721 @@
+/*
+ * Integration tests of the cache: a private Redis from the harness.
+ *
+ * Engine tests drive common/cache.c directly: two engine instances in this
+ * one process (each with its own L1, Redis connections and invalidation
+ * subscriber, exactly as two services would have), so that a test loader
+ * can block and count.  Service tests run two real `cache` binaries and
+ * speak RPC to each; the HTTP tests go through a real gateway.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+
+#include "cache.h"
+#include "cache.pb-c.h"
+#include "harness.h"
+#include "rpc/rpc.h"
+#include "status.h"
+#include "util.h"
+
+#define SECRET "cache-test-secret"
+
+static struct {
+	h_redis redis;
+	cm_cache *a, *b;
+	const char *cache_bin, *gw_bin;
+	h_proc c1, c2, gw;
+	int c1_port, c2_port, gw_port;
+	char c1_addr[64], c2_addr[64], gw_url[64];
+	char auth_admin[600], auth_user[600];
+	cm_rpc_client *r1, *r2;
+	unsigned seq;
+} T;
+
+static void
+msleep(int ms)
+{
+	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+static void
+key_name(char *out, size_t n, const char *p)
+{
+	snprintf(out, n, "%s-%d-%u", p, (int) getpid(), T.seq++);
+}
+
+static cm_cache *
+engine_new(void)
+{
+	cm_cache_config cc;
+	cm_cache *c;
+
+	memset(&cc, 0, sizeof(cc));
+	cc.redis_url = T.redis.url;
+	cc.prefix = "etest";
+	cc.l1_bytes = 8 << 20;
+	cc.lease_ms = 3000;
+	cc.lease_wait_ms = 3000;
+	/* A loaded CI machine (and ASan) can stall a command past the
+	 * default 200 ms; a timed-out lease attempt would load twice. */
+	cc.redis_timeout_ms = 2000;
+	assert_int_equal(cm_cache_new(&c, &cc), CM_OK);
+	for (int i = 0; i < 200 && !cm_cache_subscribed(c); i++)
+		msleep(10);
+	assert_true(cm_cache_subscribed(c));
+	return (c);
+}
+
+/* ---- the test loader ---- */
+
+struct loader {
+	atomic_int calls;
+	int sleep_ms;
+	int result; /* CM_OK, CM_NOT_FOUND, or an error */
+	int64_t ttl_ms;
+};
+
+static int
+test_load(void *arg, const char *ns, const void *key, size_t klen,
+          cm_cache_value *out)
+{
+	struct loader *l = arg;
+
+	(void) ns;
+	atomic_fetch_add(&l->calls, 1);
+	if (l->sleep_ms > 0)
+		msleep(l->sleep_ms);
+	if (l->result != CM_OK)
+		return (l->result);
+	out->data = malloc(klen + 3);
+	memcpy(out->data, "v:", 2);
+	memcpy((char *) out->data + 2, key, klen);
+	out->len = klen + 2;
+	out->ttl_ms = l->ttl_ms;
+	return (CM_OK);
+}
+
+/* ---- engine ---- */
+
+struct stampede {
+	cm_cache *c;
+	const char *key;
+	struct loader *l;
+	int rv;
+	char val[64];
+};
+
+static void *
+stampede_thread(void *arg)
+{
+	struct stampede *s = arg;
+	cm_cache_value v = {0};
+
+	s->rv = cm_cache_get_or_load(s->c, "stampede", s->key, strlen(s->key),
+	                             test_load, s->l, &v, NULL);
+	if (s->rv == CM_OK)
+		snprintf(s->val, sizeof(s->val), "%.*s", (int) v.len,
+		         (char *) v.data);
+	free(v.data);
+	return (NULL);
+}
+
+/* 100 concurrent misses over two instances: one load while the lease holds.
+ */
+static void
+test_engine_stampede(void **state)
+{
+	struct loader l = {.sleep_ms = 300, .result = CM_OK, .ttl_ms = 60000};
+	struct stampede s[100];
+	pthread_t th[100];
+	char key[64], want[80];
+
+	(void) state;
+	key_name(key, sizeof(key), "hot");
+	for (int i = 0; i < 100; i++) {
+		s[i] = (struct stampede){
+		    .c = i % 2 ? T.a : T.b, .key = key, .l = &l};
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, stampede_thread, &s[i]), 0);
+	}
+	for (int i = 0; i < 100; i++)
+		pthread_join(th[i], NULL);
+	snprintf(want, sizeof(want), "v:%s", key);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(s[i].rv, CM_OK);
+		assert_string_equal(s[i].val, want);
+	}
+	assert_int_equal(atomic_load(&l.calls), 1);
+}
+
+/* Single flight alone: a blocking loader, callers of one instance wait. */
+static void
+test_engine_single_flight(void **state)
+{
+	struct loader l = {.sleep_ms = 200, .result = CM_OK};
+	struct stampede s[8];
+	pthread_t th[8];
+	cm_cache_stats st;
+	char key[64];
+
+	(void) state;
+	key_name(key, sizeof(key), "sf");
+	for (int i = 0; i < 8; i++) {
+		s[i] = (struct stampede){.c = T.a, .key = key, .l = &l};
+		pthread_create(&th[i], NULL, stampede_thread, &s[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(s[i].rv, CM_OK);
+	}
+	assert_int_equal(atomic_load(&l.calls), 1);
+	cm_cache_get_stats(T.a, &st);
+	assert_true(st.flight_joins > 0);
+}
+
+static bool
+wait_l1_gone(cm_cache *c, const char *ns, const char *key, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (!cm_cache_l1_has(c, ns, key, strlen(key)))
+			return (true);
+		msleep(10);
+	}
+	return (false);
+}
+
+/*
+ * Reads key through c until it sits in c's L1.  A write on the other
+ * instance broadcasts an invalidation that may land after our read and
+ * (rightly) drop the fill, so this retries for up to a second.
+ */
+static void
+fill_l1(cm_cache *c, const char *ns, const char *key)
+{
+	for (int i = 0; i < 100; i++) {
+		cm_cache_value v = {0};
+		assert_int_equal(cm_cache_get_or_load(c, ns, key, strlen(key),
+		                                      NULL, NULL, &v, NULL),
+		                 CM_OK);
+		free(v.data);
+		if (cm_cache_l1_has(c, ns, key, strlen(key)))
+			return;
+		msleep(10);
+	}
+	fail_msg("%s never reached L1", key);
+}
+
+/* Set/delete on A reaches B's L1 within a second; tags; versions. */
+static void
+test_engine_invalidation(void **state)
+{
+	const char *t1[] = {"t1"};
+	cm_cache_value v = {0};
+	char k1[64], k2[64], k3[64];
+	size_t n = 0;
+	uint64_t ver = 0;
+
+	(void) state;
+	key_name(k1, sizeof(k1), "k1");
+	key_name(k2, sizeof(k2), "k2");
+	key_name(k3, sizeof(k3), "k3");
+	assert_int_equal(
+	    cm_cache_set(T.a, "inv", k1, strlen(k1), "one", 3, 60000, t1, 1),
+	    CM_OK);
+	assert_int_equal(
+	    cm_cache_set(T.a, "inv", k2, strlen(k2), "two", 3, 60000, NULL, 0),
+	    CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "inv", k3, strlen(k3), "three", 5,
+	                              60000, NULL, 0),
+	                 CM_OK);
+	fill_l1(T.b, "inv", k1);
+	fill_l1(T.b, "inv", k2);
+	fill_l1(T.b, "inv", k3);
+	/* by key */
+	assert_int_equal(cm_cache_delete(T.a, "inv", k2, strlen(k2), 0), CM_OK);
+	assert_true(wait_l1_gone(T.b, "inv", k2, 1000));
+	/* by tag */
+	assert_int_equal(cm_cache_invalidate_tags(T.a, "inv", t1, 1, &n),
+	                 CM_OK);
+	assert_int_equal(n, 1);
+	assert_true(wait_l1_gone(T.b, "inv", k1, 1000));
+	assert_true(cm_cache_l1_has(T.b, "inv", k3, strlen(k3)));
+	assert_int_equal(cm_cache_get_or_load(T.b, "inv", k1, strlen(k1), NULL,
+	                                      NULL, &v, NULL),
+	                 CM_NOT_FOUND);
+	/* by version */
+	assert_int_equal(cm_cache_bump_version(T.a, "inv", &ver), CM_OK);
+	assert_true(ver >= 1);
+	assert_true(wait_l1_gone(T.b, "inv", k3, 1000));
+	assert_int_equal(cm_cache_get_or_load(T.b, "inv", k3, strlen(k3), NULL,
+	                                      NULL, &v, NULL),
+	                 CM_NOT_FOUND);
+}
+
+/* The loader fails after expiry: the stale value is served. */
+static void
+test_engine_stale_if_error(void **state)
+{
+	struct loader l = {.result = CM_OK, .ttl_ms = 150};
+	cm_cache_value v = {0};
+	char key[64];
+	int level;
+
+	(void) state;
+	key_name(key, sizeof(key), "stale");
+	assert_int_equal(cm_cache_get_or_load(T.a, "st", key, strlen(key),
+	                                      test_load, &l, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_LOADER);
+	free(v.data);
+	msleep(300);
+	l.result = CM_UNAVAILABLE;
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(cm_cache_get_or_load(T.b, "st", key, strlen(key),
+	                                      test_load, &l, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_STALE);
+	assert_int_equal(v.len, strlen(key) + 2);
+	free(v.data);
+	assert_int_equal(atomic_load(&l.calls), 2);
+}
+
+/* "Not found" is cached: the loader runs once. */
+static void
+test_engine_negative(void **state)
+{
+	struct loader l = {.result = CM_NOT_FOUND};
+	cm_cache_value v = {0};
+	char key[64];
+
+	(void) state;
+	key_name(key, sizeof(key), "neg");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(cm_cache_get_or_load(T.a, "neg", key,
+		                                      strlen(key), test_load,
+		                                      &l, &v, NULL),
+		                 CM_NOT_FOUND);
+	assert_int_equal(cm_cache_get_or_load(T.b, "neg", key, strlen(key),
+	                                      test_load, &l, &v, NULL),
+	                 CM_NOT_FOUND);
+	assert_int_equal(atomic_load(&l.calls), 1);
+}
+
+/* A delete racing a load: the load's value is not left in L1. */
+static void
+test_engine_tombstone(void **state)
+{
+	struct loader l = {.result = CM_OK};
+	cm_cache_value v = {0};
+	char key[64];
+
+	(void) state;
+	key_name(key, sizeof(key), "tomb");
+	assert_int_equal(cm_cache_delete(T.a, "tb", key, strlen(key), 5000),
+	                 CM_OK);
+	/* A fill after the delete's tombstone cannot resurrect the key. */
+	assert_int_equal(cm_cache_get_or_load(T.b, "tb", key, strlen(key),
+	                                      test_load, &l, &v, NULL),
+	                 CM_NOT_FOUND);
+	assert_int_equal(atomic_load(&l.calls), 0);
+}
+
+/* Losing the invalidation connection clears L1. */
+static void
+test_engine_l1_cleared_on_drop(void **state)
+{
+	redisContext *rc;
+	redisReply *rep;
+	cm_cache_stats before, after;
+	char key[64];
+
+	(void) state;
+	key_name(key, sizeof(key), "drop");
+	assert_int_equal(
+	    cm_cache_set(T.a, "drop", key, strlen(key), "x", 1, 60000, NULL, 0),
+	    CM_OK);
+	fill_l1(T.b, "drop", key);
+	cm_cache_get_stats(T.b, &before);
+	rc = redisConnect("127.0.0.1", T.redis.port);
+	assert_non_null(rc);
+	rep = redisCommand(rc, "CLIENT KILL TYPE pubsub");
+	assert_non_null(rep);
+	freeReplyObject(rep);
+	redisFree(rc);
+	assert_true(wait_l1_gone(T.b, "drop", key, 3000));
+	for (int i = 0; i < 300; i++) {
+		cm_cache_get_stats(T.b, &after);
+		if (after.l1_clears > before.l1_clears &&
+		    cm_cache_subscribed(T.b))
+			break;
+		msleep(10);
+	}
+	assert_true(after.l1_clears > before.l1_clears);
+	assert_true(cm_cache_subscribed(T.b));
+}
+
+/* ---- the service ---- */
+
+static void
+cache_start(h_proc *p, const char *name, int port)
+{
+	char addr[64];
+
+	memset(p, 0, sizeof(*p));
+	p->name = name;
+	p->bin = T.cache_bin;
+	h_proc_env(p, "CACHE_LISTEN", "tcp://127.0.0.1:%d", port);
+	h_proc_env(p, "REDIS_URL", "%s", T.redis.url);
+	h_proc_env(p, "CACHE_WORKERS", "4");
+	h_proc_env(p, "CACHE_L1_MB", "16");
+	h_proc_env(p, "CACHE_HOT_FLUSH_MS", "200");
+	h_proc_start(p);
+	snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d", port);
+	assert_true(h_wait_healthy(T.cache_bin, addr, 20000));
+}
+
+static int
+rpc(cm_rpc_client *c, const char *method, const ProtobufCMessage *in,
+    const ProtobufCMessageDescriptor *od, ProtobufCMessage **out, cm_arena *a)
+{
+	return (cm_rpc_call(c, NULL, method, in, od, out, cm_now_ms() + 3000, a,
+	                    NULL, 0));
+}
+
+static int
+svc_get(cm_rpc_client *c, const char *ns, const char *key, bool l1_only)
+{
+	Cache__GetRequest rq = CACHE__GET_REQUEST__INIT;
+	ProtobufCMessage *out;
+	cm_arena a;
+	int rv;
+
+	rq.ns = cm_pbstr(ns);
+	rq.key = cm_pbstr(key);
+	rq.l1_only = l1_only;
+	cm_arena_init(&a);
+	rv = rpc(c, "cache.Cache/Get", &rq.base,
+	         &cache__get_response__descriptor, &out, &a);
+	cm_arena_fini(&a);
+	return (rv);
+}
+
+static void
+svc_set(cm_rpc_client *c, const char *ns, const char *key, const char *val)
+{
+	Cache__SetRequest rq = CACHE__SET_REQUEST__INIT;
+	ProtobufCMessage *out;
+	cm_arena a;
+
+	rq.ns = cm_pbstr(ns);
+	rq.key = cm_pbstr(key);
+	rq.value.data = (uint8_t *) (uintptr_t) val;
+	rq.value.len = strlen(val);
+	cm_arena_init(&a);
+	assert_int_equal(rpc(c, "cache.Cache/Set", &rq.base,
+	                     &cache__set_response__descriptor, &out, &a),
+	                 CM_OK);
+	cm_arena_fini(&a);
+}
+
+static bool
+svc_wait_l1_gone(cm_rpc_client *c, const char *ns, const char *key, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (svc_get(c, ns, key, true) == CM_NOT_FOUND)
+			return (true);
+		msleep(10);
+	}
+	return (false);
+}
+
+/* A delete on one service instance reaches the other's L1 within 1 s. */
+static void
+test_service_invalidation(void **state)
+{
+	Cache__DeleteRequest d = CACHE__DELETE_REQUEST__INIT;
+	Cache__BumpVersionRequest b = CACHE__BUMP_VERSION_REQUEST__INIT;
+	ProtobufCMessage *out;
+	cm_arena a;
+	char key[64];
+
+	(void) state;
+	key_name(key, sizeof(key), "svc");
+	svc_set(T.r1, "svc", key, "hello");
+	assert_int_equal(svc_get(T.r2, "svc", key, false), CM_OK);
+	assert_int_equal(svc_get(T.r2, "svc", key, true), CM_OK);
+	d.ns = "svc";
+	d.key = key;
+	cm_arena_init(&a);
+	assert_int_equal(rpc(T.r1, "cache.Cache/Delete", &d.base,
+	                     &cache__delete_response__descriptor, &out, &a),
+	                 CM_OK);
+	assert_true(svc_wait_l1_gone(T.r2, "svc", key, 1000));
+	assert_int_equal(svc_get(T.r2, "svc", key, false), CM_NOT_FOUND);
+	/* a version bump empties the namespace on the other instance too */
+	svc_set(T.r1, "svc", key, "again");
+	assert_int_equal(svc_get(T.r2, "svc", key, false), CM_OK);
+	b.ns = "svc";
+	assert_int_equal(rpc(T.r1, "cache.Cache/BumpVersion", &b.base,
+	                     &cache__bump_version_response__descriptor, &out,
+	                     &a),
+	                 CM_OK);
+	assert_true(svc_wait_l1_gone(T.r2, "svc", key, 1000));
+	cm_arena_fini(&a);
+}
+
+/* A restarted instance warms its L1 from the hot keys. */
+static void
+test_service_restart_warms(void **state)
+{
+	Cache__StatsRequest s = CACHE__STATS_REQUEST__INIT;
+	Cache__StatsResponse *st;
+	cm_arena a;
+	char key[64];
+
+	(void) state;
+	key_name(key, sizeof(key), "warm");
+	svc_set(T.r1, "warm", key, "hot value");
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(svc_get(T.r1, "warm", key, false), CM_OK);
+	msleep(500); /* the hot-key flush */
+	h_proc_stop(&T.c1, 5000);
+	h_proc_free(&T.c1);
+	cache_start(&T.c1, "cache-1", T.c1_port);
+	for (int i = 0; i < 300 && cm_rpc_client_connected(T.r1) == 0; i++)
+		msleep(10);
+	assert_int_equal(svc_get(T.r1, "warm", key, true), CM_OK);
+	cm_arena_init(&a);
+	assert_int_equal(rpc(T.r1, "cache.Cache/Stats", &s.base,
+	                     &cache__stats_response__descriptor,
+	                     (ProtobufCMessage **) &st, &a),
+	                 CM_OK);
+	assert_true(st->warmed_at_start >= 1);
+	cm_arena_fini(&a);
+}
+
+/* ---- HTTP through the gateway ---- */
+
+static void
+http(h_resp *r, const char *method, const char *path, const char *auth,
+     const char *extra, const char *body, size_t len)
+{
+	char url[1300];
+	const char *hdrs[3] = {NULL, NULL, NULL};
+	int n = 0;
+
+	if (auth != NULL)
+		hdrs[n++] = auth;
+	if (extra != NULL)
+		hdrs[n++] = extra;
+	snprintf(url, sizeof(url), "%s%s", T.gw_url, path);
+	h_http(r, method, url, hdrs, body, len);
+}
+
+static void
+test_http_admin_api(void **state)
+{
+	h_resp r;
+	char path[1200], key[64], inm[128], *etag, *cc, *big;
+
+	(void) state;
+	key_name(key, sizeof(key), "http");
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s?ttl=60&tags=grp",
+	         key);
+	http(&r, "PUT", path, NULL, NULL, "hello", 5);
+	assert_int_equal(r.status, 401);
+	h_resp_free(&r);
+	http(&r, "PUT", path, T.auth_user, NULL, "hello", 5);
+	assert_int_equal(r.status, 403);
+	h_resp_free(&r);
+	http(&r, "PUT", path, T.auth_admin, NULL, "hello", 5);
+	assert_int_equal(r.status, 204);
+	h_resp_free(&r);
+
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", key);
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "aGVsbG8=")); /* base64 "hello" */
+	etag = h_resp_header(&r, "etag");
+	cc = h_resp_header(&r, "cache-control");
+	assert_non_null(etag);
+	assert_non_null(cc);
+	assert_non_null(strstr(cc, "must-revalidate"));
+	h_resp_free(&r);
+	snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
+	http(&r, "GET", path, T.auth_admin, inm, NULL, 0);
+	assert_int_equal(r.status, 304);
+	h_resp_free(&r);
+	http(&r, "GET", path, T.auth_admin, "If-None-Match: \"other\"", NULL,
+	     0);
+	assert_int_equal(r.status, 200);
+	h_resp_free(&r);
+	free(etag);
+	free(cc);
+
+	/* internal namespaces are read-only here */
+	http(&r, "PUT", "/api/v1/cache/shortener/abc", T.auth_admin, NULL, "x",
+	     1);
+	assert_int_equal(r.status, 403);
+	h_resp_free(&r);
+	/* limits */
+	memset(path, 0, sizeof(path));
+	strcpy(path, "/api/v1/cache/ops/");
+	memset(path + strlen(path), 'k', 600);
+	http(&r, "PUT", path, T.auth_admin, NULL, "x", 1);
+	assert_int_equal(r.status, 413);
+	h_resp_free(&r);
+	big = calloc(1, (1 << 20) + 10);
+	memset(big, 'v', (1 << 20) + 9);
+	http(&r, "PUT", "/api/v1/cache/ops/big", T.auth_admin, NULL, big,
+	     (1 << 20) + 9);
+	assert_int_equal(r.status, 413);
+	h_resp_free(&r);
+	free(big);
+	http(&r, "GET", "/api/v1/cache/ops/no-such-key", T.auth_admin, NULL,
+	     NULL, 0);
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+
+	/* tag invalidation, version bump, stats */
+	http(&r, "POST", "/api/v1/cache/ops/invalidate", T.auth_admin,
+	     "Content-Type: application/json", "{\"tags\":[\"grp\"]}", 16);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(h_json_int(&r, "invalidated"), 1);
+	h_resp_free(&r);
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", key);
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+	http(&r, "POST", "/api/v1/cache/ops/bump", T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	h_resp_free(&r);
+	http(&r, "GET", "/api/v1/cache/stats", T.auth_user, NULL, NULL, 0);
+	assert_int_equal(r.status, 403);
+	h_resp_free(&r);
+	http(&r, "GET", "/api/v1/cache/stats", T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	h_resp_free(&r);
+}
+
+static int
+suite_setup(void **state)
+{
+	char payload[256], *tok;
+
+	(void) state;
+	T.cache_bin = getenv("CACHE_BIN");
+	T.gw_bin = getenv("GATEWAY_BIN");
+	if (T.cache_bin == NULL || T.gw_bin == NULL) {
+		fprintf(stderr, "need CACHE_BIN and GATEWAY_BIN\n");
+		return (-1);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_ALL);
+	h_redis_start(&T.redis);
+	T.a = engine_new();
+	T.b = engine_new();
+	T.c1_port = h_free_port();
+	T.c2_port = h_free_port();
+	T.gw_port = h_free_port();
+	snprintf(T.c1_addr, sizeof(T.c1_addr), "tcp://127.0.0.1:%d", T.c1_port);
+	snprintf(T.c2_addr, sizeof(T.c2_addr), "tcp://127.0.0.1:%d", T.c2_port);
+	snprintf(T.gw_url, sizeof(T.gw_url), "http://127.0.0.1:%d", T.gw_port);
+	cache_start(&T.c1, "cache-1", T.c1_port);
+	cache_start(&T.c2, "cache-2", T.c2_port);
+	if (cm_rpc_client_open(&T.r1, T.c1_addr) != 0 ||
+	    cm_rpc_client_open(&T.r2, T.c2_addr) != 0)
+		return (-1);
+	for (int i = 0; i < 300 && (cm_rpc_client_connected(T.r1) == 0 ||
+	                            cm_rpc_client_connected(T.r2) == 0);
+	     i++)
+		msleep(10);
+
+	memset(&T.gw, 0, sizeof(T.gw));
+	T.gw.name = "gateway";
+	T.gw.bin = T.gw_bin;
+	h_proc_env(&T.gw, "GATEWAY_LISTEN", "127.0.0.1:%d", T.gw_port);
+	h_proc_env(&T.gw, "GATEWAY_THREADS", "1");
+	h_proc_env(&T.gw, "CACHE_ADDR", "%s", T.c1_addr);
+	h_proc_env(&T.gw, "REDIS_URL", "%s", T.redis.url);
+	h_proc_env(&T.gw, "AUTH_JWT_SECRET", "%s", SECRET);
+	h_proc_start(&T.gw);
+	/* No shortener here, so /healthz says 503: wait for any answer. */
+	for (int i = 0; i < 200; i++) {
+		h_resp r;
+
+		http(&r, "GET", "/api/v1/cache/stats", NULL, NULL, NULL, 0);
+		i = r.status != 0 ? 1000 : i;
+		h_resp_free(&r);
+		if (i == 1000)
+			break;
+		msleep(50);
+	}
+
+	snprintf(payload, sizeof(payload),
+	         "{\"sub\":\"ops\",\"role\":\"admin\",\"exp\":%ld}",
+	         (long) time(NULL) + 3600);
+	tok = h_jwt(SECRET, "HS256", payload);
+	snprintf(T.auth_admin, sizeof(T.auth_admin), "Authorization: Bearer %s",
+	         tok);
+	free(tok);
+	snprintf(payload, sizeof(payload), "{\"sub\":\"eve\",\"exp\":%ld}",
+	         (long) time(NULL) + 3600);
+	tok = h_jwt(SECRET, "HS256", payload);
+	snprintf(T.auth_user, sizeof(T.auth_user), "Authorization: Bearer %s",
+	         tok);
+	free(tok);
+	return (0);
+}
+
+static int
+suite_teardown(void **state)
+{
+	(void) state;
+	cm_rpc_client_close(T.r1);
+	cm_rpc_client_close(T.r2);
+	h_proc_stop(&T.gw, 5000);
+	h_proc_stop(&T.c1, 5000);
+	h_proc_stop(&T.c2, 5000);
+	h_proc_free(&T.gw);
+	h_proc_free(&T.c1);
+	h_proc_free(&T.c2);
+	cm_cache_free(T.a);
+	cm_cache_free(T.b);
+	h_redis_stop(&T.redis);
+	curl_global_cleanup();
+	return (0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_engine_stampede),
+	    cmocka_unit_test(test_engine_single_flight),
+	    cmocka_unit_test(test_engine_invalidation),
+	    cmocka_unit_test(test_engine_stale_if_error),
+	    cmocka_unit_test(test_engine_negative),
+	    cmocka_unit_test(test_engine_tombstone),
+	    cmocka_unit_test(test_engine_l1_cleared_on_drop),
+	    cmocka_unit_test(test_service_invalidation),
+	    cmocka_unit_test(test_http_admin_api),
+	    cmocka_unit_test(test_service_restart_warms),
+	};
+
+	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));
+}
