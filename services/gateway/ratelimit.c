@@ -17,18 +17,22 @@
  * at what one NNG round trip allows, far below what the redirect cache
  * serves.  So when the ratelimiter sees a request far from every limit it
  * grants a budget (remaining/16, for at most a second or until the
- * earliest reset): this loop admits that many identical requests (same
- * method, path, address, user, tier) itself and adds them to the cost of
- * its next check for them.  When the entry's second is over and budget
- * is left, the request is still admitted and the check that renews the
- * entry (paying what was admitted) runs in the background, so a request
- * far from its limits never waits for the ratelimiter ("stale while
- * revalidate").  Near a limit the budget is 0 and every
- * request is asked about, so small limits stay exact; far from it the
- * overshoot is bounded by the budgets in flight.  Hits admitted locally
- * whose entry is evicted or never checked again go uncounted: at most one
- * budget per entry.  The budget table is per loop (no locks): a 4-way
- * set-associative array of GW_RL_SLOTS entries.
+ * earliest reset): this loop admits that many requests of the same scope
+ * itself and adds them to the cost of its next check for that scope.  A
+ * scope is what decided the request: the caller's tier and the store key
+ * of every rule it matched (rule and key value); the loop learns, per exact
+ * request descriptor (method, path, address, user, tier), which scope it
+ * falls in (an alias, kept until the rules' version changes), so the
+ * thousand paths of a thousand short links, all under one rule keyed by
+ * address, share one budget and one refresh.  When the entry's second is over
+ * and budget is left, the request is still admitted and the check that renews
+ * the entry (paying what was admitted) runs in the background, so a request far
+ * from its limits never waits for the ratelimiter ("stale while revalidate").
+ * Near a limit the budget is 0 and every request is asked about, so small
+ * limits stay exact; far from it the overshoot is bounded by the budgets in
+ * flight.  Hits admitted locally whose entry is evicted or never checked again
+ * go uncounted: at most one budget per entry.  The budget table is per loop (no
+ * locks): a 4-way set-associative array of GW_RL_SLOTS entries.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -64,11 +68,37 @@ struct rl_cache {
 	struct rl_entry *v;
 };
 
+/*
+ * What a request's descriptors (method, path, address, user, tier) were
+ * last decided by: the scope, i.e. the tier and the keys of the rules they
+ * matched.  Budgets are kept per scope, so the thousand paths of a
+ * thousand short links, all matching one rule keyed by address, share one
+ * budget and one background refresh.
+ */
+struct rl_alias {
+	uint64_t h;
+	int64_t expires; /* uv_now; 0: empty */
+	uint64_t sh;
+	uint16_t klen, sklen;
+	char key[GW_RL_KEYMAX];
+	char skey[GW_RL_KEYMAX];
+};
+
+/*
+ * An alias stays valid while the rules in force are the ones it was learnt
+ * under: every reply names the rules' version, and a loop that sees a new
+ * one forgets its aliases.  The TTL only ages out descriptors not seen
+ * for a while.
+ */
+#define ALIAS_TTL_MS 300000
+
 static struct {
 	bool enabled;
 	int64_t timeout_ms;
 	struct gw_upstream *up;
 	struct rl_cache caches[GW_RL_MAXLOOP];
+	struct rl_alias *aliases[GW_RL_MAXLOOP];
+	uint64_t rules_version[GW_RL_MAXLOOP];
 	atomic_bool *route_closed; /* per route: a fail-closed rule seen */
 	cm_counter *allowed, *limited, *local, *fail_open, *fail_closed,
 	    *unavailable;
@@ -117,6 +147,8 @@ gw_ratelimit_fini(void)
 	for (i = 0; i < GW_RL_MAXLOOP; i++) {
 		free(R.caches[i].v);
 		R.caches[i].v = NULL;
+		free(R.aliases[i]);
+		R.aliases[i] = NULL;
 	}
 	free(R.route_closed);
 	R.route_closed = NULL;
@@ -161,6 +193,78 @@ fnv(uint64_t h, const char *s, size_t n)
 	for (i = 0; i < n; i++)
 		h = (h ^ (unsigned char) s[i]) * 1099511628211ULL;
 	return (h);
+}
+
+/*
+ * The alias slot for descriptor key (hash h) in l's table: the one holding
+ * it, else an empty or the earliest-expiring one of its ways (to fill).
+ */
+static struct rl_alias *
+alias_of(struct gw_loop *l, uint64_t h, const char *key, size_t klen)
+{
+	struct rl_alias **t = &R.aliases[l->id % GW_RL_MAXLOOP];
+	struct rl_alias *a, *victim = NULL;
+
+	if (*t == NULL &&
+	    (*t = calloc(GW_RL_SLOTS + GW_RL_WAYS, sizeof(**t))) == NULL)
+		fatalx("gateway: out of memory");
+	for (size_t i = 0; i < GW_RL_WAYS; i++) {
+		a = &(*t)[(h & (GW_RL_SLOTS - 1)) + i];
+		if (a->h == h && a->klen == klen &&
+		    memcmp(a->key, key, klen) == 0)
+			return (a);
+		if (victim == NULL || a->expires < victim->expires)
+			victim = a;
+	}
+	return (victim);
+}
+
+/* Forgets l's aliases when the rules in force have changed. */
+static void
+rules_seen(struct gw_loop *l, uint64_t version)
+{
+	unsigned i = l->id % GW_RL_MAXLOOP;
+
+	if (R.rules_version[i] == version)
+		return;
+	R.rules_version[i] = version;
+	if (R.aliases[i] != NULL)
+		memset(R.aliases[i], 0,
+		       (GW_RL_SLOTS + GW_RL_WAYS) * sizeof(*R.aliases[i]));
+}
+
+static bool
+alias_hit(const struct rl_alias *a, uint64_t h, const char *key, size_t klen,
+          int64_t now)
+{
+	return (a->h == h && a->klen == klen && now < a->expires &&
+	        memcmp(a->key, key, klen) == 0);
+}
+
+/*
+ * The scope of a decision: the tier and the store keys of every matched
+ * rule (which name the rule and its key's value), in the service's rule
+ * order.  Requests with the same scope are under exactly the same limits.
+ * Returns the length, or 0 when it does not fit.
+ */
+static size_t
+scope_key(const Ratelimiter__CheckResponse *resp, const char *tier, char *out,
+          size_t outlen)
+{
+	int n = snprintf(out, outlen, "%s", tier != NULL ? tier : "");
+	size_t len;
+
+	if (n < 0 || (size_t) n >= outlen)
+		return (0);
+	len = (size_t) n;
+	for (size_t i = 0; i < resp->n_results; i++) {
+		n = snprintf(out + len, outlen - len, "\x1f%s",
+		             resp->results[i]->key);
+		if (n < 0 || (size_t) n >= outlen - len)
+			return (0);
+		len += (size_t) n;
+	}
+	return (len);
 }
 
 /* The descriptor key: method, path, address, user, tier. */
@@ -238,12 +342,13 @@ entry_fill(struct rl_entry *e, const Ratelimiter__CheckResponse *resp,
 	         resp->matched ? resp->rule : "");
 }
 
-/* A background refresh: the loop and the entry's key. */
+/* A background refresh: the loop, the budget's scope, the caller's tier. */
 struct refresh {
 	struct gw_loop *loop;
 	uint64_t h;
 	size_t klen;
 	char key[GW_RL_KEYMAX];
+	char tier[64];
 	cm_arena arena;
 };
 
@@ -266,12 +371,22 @@ refresh_done(void *arg, uint64_t tag, int idx, const struct gw_reply *r)
 	if (r->status == CM_OK)
 		resp = ratelimiter__check_response__unpack(&rf->arena.pb,
 		                                           r->len, r->payload);
+	if (resp != NULL)
+		rules_seen(rf->loop, resp->rules_version);
 	if (e->h == rf->h && e->klen == rf->klen &&
 	    memcmp(e->key, rf->key, rf->klen) == 0) {
+		char sk[GW_RL_KEYMAX];
+		size_t sklen = resp != NULL
+		                   ? scope_key(resp, rf->tier, sk, sizeof(sk))
+		                   : 0;
+
 		if (resp == NULL) {
 			e->refreshing = false;
 			e->expires = now + 100;
-		} else if (resp->allowed && resp->local_budget > 0) {
+		} else if (resp->allowed && resp->local_budget > 0 &&
+		           sklen == rf->klen &&
+		           memcmp(sk, rf->key, sklen) == 0) {
+			/* Same rules as before (no reload moved them). */
 			entry_fill(e, resp, now);
 		} else {
 			e->expires = 0;
@@ -311,6 +426,7 @@ check_reply(struct gw_conn *c, const struct gw_reply *r, uint64_t h,
 	}
 	atomic_store_explicit(&R.route_closed[ridx], resp->fail_closed,
 	                      memory_order_relaxed);
+	rules_seen(c->loop, resp->rules_version);
 	if (resp->unavailable) {
 		cm_counter_add(R.unavailable, 1);
 		gw_respond_error(c, 503, "UNAVAILABLE",
@@ -328,14 +444,35 @@ check_reply(struct gw_conn *c, const struct gw_reply *r, uint64_t h,
 	}
 	cm_counter_add(R.allowed, 1);
 	if (resp->local_budget > 0 && resp->local_ttl_ms > 0 && klen > 0) {
-		e = slot_of(c->loop, h, key, klen);
-		if (e->h != h || e->klen != klen ||
-		    memcmp(e->key, key, klen) != 0)
-			e->owed = 0; /* another key's slot: taken over */
-		e->h = h;
-		e->klen = (uint16_t) klen;
-		memcpy(e->key, key, klen);
-		entry_fill(e, resp, now);
+		char sk[GW_RL_KEYMAX];
+		size_t sklen = scope_key(resp, rq->id.tier, sk, sizeof(sk));
+		uint64_t sh = fnv(1469598103934665603ULL, sk, sklen);
+		struct rl_alias *a;
+
+		if (sklen > 0) {
+			a = alias_of(c->loop, h, key, klen);
+			a->h = h;
+			a->klen = (uint16_t) klen;
+			memcpy(a->key, key, klen);
+			a->sh = sh;
+			a->sklen = (uint16_t) sklen;
+			memcpy(a->skey, sk, sklen);
+			a->expires = now + ALIAS_TTL_MS;
+			e = slot_of(c->loop, sh, sk, sklen);
+			if (e->h != sh || e->klen != sklen ||
+			    memcmp(e->key, sk, sklen) != 0) {
+				/* Another scope's slot: taken over. */
+				e->owed = 0;
+				e->h = sh;
+				e->klen = (uint16_t) sklen;
+				memcpy(e->key, sk, sklen);
+				entry_fill(e, resp, now);
+			} else if (!e->refreshing) {
+				/* Keep what was admitted locally meanwhile
+				 * under this scope (owed), refill budget. */
+				entry_fill(e, resp, now);
+			}
+		}
 	}
 	rq->rl_done = true;
 	gw_request_dispatch(c);
@@ -404,6 +541,8 @@ refresh_start(struct gw_conn *c, struct rl_entry *e, struct gw_req *rq)
 	rf->h = e->h;
 	rf->klen = e->klen;
 	memcpy(rf->key, e->key, e->klen);
+	snprintf(rf->tier, sizeof(rf->tier), "%s",
+	         rq->id.tier != NULL ? rq->id.tier : "");
 	cm_arena_init(&rf->arena);
 	payload = pack_check(rq, &rf->arena, e->owed + 1, &len);
 	gw_request_meta(c, &meta);
@@ -437,9 +576,17 @@ gw_ratelimit_check(struct gw_conn *c)
 	cc->klen = desc_key(rq, cc->key, sizeof(cc->key));
 	cc->h = fnv(1469598103934665603ULL, cc->key, cc->klen);
 	if (cc->klen > 0) {
-		e = slot_of(c->loop, cc->h, cc->key, cc->klen);
-		if (e->h == cc->h && e->klen == cc->klen &&
-		    memcmp(e->key, cc->key, cc->klen) == 0) {
+		struct rl_alias *a =
+		    alias_of(c->loop, cc->h, cc->key, cc->klen);
+
+		e = NULL;
+		if (alias_hit(a, cc->h, cc->key, cc->klen, now)) {
+			e = slot_of(c->loop, a->sh, a->skey, a->sklen);
+			if (e->h != a->sh || e->klen != a->sklen ||
+			    memcmp(e->key, a->skey, a->sklen) != 0)
+				e = NULL;
+		}
+		if (e != NULL) {
 			if (e->budget > 0 &&
 			    (now < e->expires || e->refreshing)) {
 				e->budget--;

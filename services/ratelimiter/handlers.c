@@ -187,6 +187,7 @@ h_check(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 
 	resp = cm_rpc_new_msg(ctx, &ratelimiter__check_response__descriptor);
 	rules = rules_get(svc);
+	resp->rules_version = rules->version;
 	n = rl_match(rules, &req, m, RL_MAX_MATCH);
 	resp->matched = n > 0;
 	resp->allowed = true;

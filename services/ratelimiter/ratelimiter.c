@@ -466,6 +466,11 @@ rl_rules_parse(const char *text, size_t len, const char *source,
 		rl_rules_free(rs);
 		return (rv);
 	}
+	/* FNV-1a of the text: replicas loading the same file agree. */
+	rs->version = 1469598103934665603ULL;
+	for (size_t i = 0; i < len; i++)
+		rs->version =
+		    (rs->version ^ (unsigned char) text[i]) * 1099511628211ULL;
 	*out = rs;
 	return (0);
 }

@@ -66,6 +66,7 @@ struct rl_rules {
 	size_t n;
 	char *source;
 	int64_t loaded_at; /* Unix seconds */
+	uint64_t version;  /* hash of the rules text: equal on every replica */
 	int refs;          /* guarded by the holder's lock */
 };
 
