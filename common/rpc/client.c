@@ -59,7 +59,7 @@ struct cm_rpc_client {
 	pthread_cond_t cv;
 	pthread_t reaper;
 	int closing;
-	int connected;
+	atomic_int connected; /* written under mtx, read without it */
 	struct call slots[NSLOTS];
 	struct call *free_list;
 	struct call inflight; /* sentinel of a circular list */
@@ -236,10 +236,10 @@ pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	(void) p;
 	pthread_mutex_lock(&c->mtx);
 	if (ev == NNG_PIPE_EV_ADD_POST) {
-		c->connected++;
+		atomic_fetch_add(&c->connected, 1);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
-		if (--c->connected <= 0) {
-			c->connected = 0;
+		if (atomic_fetch_sub(&c->connected, 1) <= 1) {
+			atomic_store(&c->connected, 0);
 			fail_all_locked(c, CM_UNAVAILABLE,
 			                "connection to server lost");
 		}
@@ -349,12 +349,7 @@ cm_rpc_client_close(cm_rpc_client *c)
 int
 cm_rpc_client_connected(cm_rpc_client *c)
 {
-	int n;
-
-	pthread_mutex_lock(&c->mtx);
-	n = c->connected;
-	pthread_mutex_unlock(&c->mtx);
-	return (n);
+	return (atomic_load(&c->connected));
 }
 
 /*
@@ -399,7 +394,7 @@ cm_rpc_call_async(cm_rpc_client *c, const cm_rpc_meta *meta, const char *method,
 	gen = k->gen;
 	id = 0x80000000u | (gen << SLOT_BITS) | (uint32_t) (k - c->slots);
 	list_insert(c, k);
-	if (c->connected == 0)
+	if (atomic_load(&c->connected) == 0)
 		fail = "no server connected";
 	else if (wait <= 0)
 		fail = "deadline already passed";

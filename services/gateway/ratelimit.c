@@ -619,6 +619,22 @@ gw_ratelimit_check(struct gw_conn *c)
 		}
 	}
 
+	if (cm_rpc_client_connected(R.up->client) == 0) {
+		/* No ratelimiter connected: a call could only fail, so the
+		 * failure policy applies now, without a round trip. */
+		unsigned ridx = rq->route->idx;
+
+		if (atomic_load_explicit(&R.route_closed[ridx],
+		                         memory_order_relaxed)) {
+			cm_counter_add(R.fail_closed, 1);
+			gw_respond_error(c, 503, "UNAVAILABLE",
+			                 "rate limiter unavailable", NULL);
+			return (false);
+		}
+		cm_counter_add(R.fail_open, 1);
+		rq->rl_done = true;
+		return (true);
+	}
 	payload = pack_check(rq, &c->arena, cost, &len);
 	gw_request_meta(c, &meta);
 	rq->rl_state = cc;

@@ -70,6 +70,8 @@ export SHORTENER_ADDR=tcp://127.0.0.1:$SH_PORT
 export GATEWAY_LISTEN=127.0.0.1:$GW_PORT
 export PUBLIC_BASE_URL=http://bench.test
 export LOG_LEVEL=${LOG_LEVEL:-warn}
+# The rate limit check is measured on its own (tests/bench/ratelimit.sh).
+export GATEWAY_RATELIMIT=0
 
 # wait_healthy BIN ADDR: polls `BIN health` for up to 20 s.
 wait_healthy() {

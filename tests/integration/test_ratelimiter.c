@@ -731,6 +731,48 @@ test_redis_down(void **state)
 	assert_int_equal(ok, 2);
 }
 
+/*
+ * Every ratelimiter stopped: the gateway does not wait for a limiter it is
+ * not connected to; a route whose rules fail open keeps serving at once.
+ * Limits apply again when the limiter is back.
+ */
+static void
+test_ratelimiter_down(void **state)
+{
+	int64_t t0;
+	int i;
+
+	(void) state;
+	/* The redirect route's last verdict came from a fail-open rule. */
+	assert_int_equal(get(T.a_url, "/fo-down", "10.13.0.1", NULL, NULL),
+	                 404);
+	h_proc_stop(&T.rl_a, 5000);
+	h_proc_stop(&T.rl_b, 5000);
+	h_proc_free(&T.rl_a);
+	h_proc_free(&T.rl_b);
+	msleep(100);
+	for (i = 0; i < 20; i++) {
+		char ip[32];
+
+		snprintf(ip, sizeof(ip), "10.13.1.%d", i + 1);
+		t0 = wall_ms();
+		assert_int_equal(get(T.a_url, "/fo-down", ip, NULL, NULL), 404);
+		assert_true(wall_ms() - t0 < 100);
+	}
+	rl_start(&T.rl_a, "ratelimiter-a", T.rla_port, T.rla_addr);
+	rl_start(&T.rl_b, "ratelimiter-b", T.rlb_port, T.rlb_addr);
+	/* Back: a limit of 2 binds again once the gateway reconnects. */
+	for (i = 0; i < 100; i++) {
+		char ip[32];
+
+		snprintf(ip, sizeof(ip), "10.13.2.%d", i + 1);
+		if (count_ok("/back-", ip, NULL, 4) == 2)
+			break;
+		msleep(50);
+	}
+	assert_true(i < 100);
+}
+
 int
 main(void)
 {
@@ -751,6 +793,7 @@ main(void)
 	    cmocka_unit_test(test_admin_routes),
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_redis_down),
+	    cmocka_unit_test(test_ratelimiter_down),
 	};
 
 	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));
