@@ -15,6 +15,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/deploy/lib.sh"
+. "$ROOT/tests/bench/lib.sh"
 
 DURATION=10
 CLIENTS=16
@@ -36,29 +37,13 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
 	-DBUILD_TESTING=ON >/dev/null
 cmake --build "$BUILD" -j2 --target cache cache_bench l1_hitratio >/dev/null
 
-WORK=$(mktemp -d /tmp/cbench.XXXXXX)
-PIDS=()
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	stack_redis_stop "$WORK/redis"
-	rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-REDIS_PORT=$(stack_free_port)
-stack_redis_start "$WORK/redis" "$REDIS_PORT" >/dev/null
-export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+bench_init cbench
+bench_redis
 C_PORT=$(stack_free_port)
 export CACHE_LISTEN=tcp://127.0.0.1:$C_PORT CACHE_ADDR=tcp://127.0.0.1:$C_PORT
 export CACHE_WORKERS=$WORKERS LOG_LEVEL=${LOG_LEVEL:-warn}
-"$BUILD/services/cache/cache" >"$WORK/cache.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 200); do
-	"$BUILD/services/cache/cache" health --timeout 500 >/dev/null 2>&1 && break
-	sleep 0.1
-done
+bench_spawn cache "$BUILD/services/cache/cache"
+bench_wait_healthy "$BUILD/services/cache/cache" "$CACHE_ADDR"
 redis-cli -p "$REDIS_PORT" SET key:__rand_int__ xxx >/dev/null
 
 rb=$(redis-benchmark -p "$REDIS_PORT" -t get -c 50 -P 1 -n $((DURATION * 60000)) \

@@ -18,6 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/deploy/lib.sh"
+. "$ROOT/tests/bench/lib.sh"
 
 DURATION=10
 NCODES=1000
@@ -36,28 +37,9 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j2 --target shortener gateway ratelimiter \
 	rl_bench >/dev/null
 
-WORK=$(mktemp -d /tmp/rlbench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	stack_redis_stop "$WORK/redis"
-	[ -n "${PG_DIR:-}" ] && stack_pg_stop "$PG_DIR"
-	rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-REDIS_PORT=$(stack_free_port)
-PG_PORT=$(stack_free_port)
-stack_redis_start "$WORK/redis" "$REDIS_PORT" >/dev/null
-PG_DIR=$(stack_pg_dir "$WORK")
-stack_pg_start "$PG_DIR" "$PG_PORT" >/dev/null
-stack_pg_create_db "$PG_DIR" "$PG_PORT" >/dev/null
-export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
-DATABASE_URL=$(stack_pg_url "$PG_PORT")
-export DATABASE_URL
+bench_init rlbench
+bench_redis
+bench_pg
 SH_PORT=$(stack_free_port)
 RL_PORT=$(stack_free_port)
 ON_PORT=$(stack_free_port)
@@ -71,45 +53,18 @@ export PUBLIC_BASE_URL=http://bench.test
 export LOG_LEVEL=${LOG_LEVEL:-warn}
 export GATEWAY_ACCESS_LOG=0
 
-wait_healthy() {
-	for _ in $(seq 200); do
-		"$1" health --addr "$2" --timeout 500 >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	stack_die "$1 did not become healthy; logs in $WORK"
-}
-"$BUILD/services/shortener/shortener" >"$WORK/shortener.log" 2>&1 &
-PIDS+=($!)
-wait_healthy "$BUILD/services/shortener/shortener" "$SHORTENER_ADDR"
-"$BUILD/services/ratelimiter/ratelimiter" >"$WORK/ratelimiter.log" 2>&1 &
-PIDS+=($!)
-wait_healthy "$BUILD/services/ratelimiter/ratelimiter" "$RATELIMITER_ADDR"
-GATEWAY_LISTEN=127.0.0.1:$ON_PORT GATEWAY_RATELIMIT=1 \
-	"$BUILD/services/gateway/gateway" >"$WORK/gateway-on.log" 2>&1 &
-PIDS+=($!)
-GATEWAY_LISTEN=127.0.0.1:$OFF_PORT GATEWAY_RATELIMIT=0 \
-	"$BUILD/services/gateway/gateway" >"$WORK/gateway-off.log" 2>&1 &
-PIDS+=($!)
-wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$ON_PORT"
-wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$OFF_PORT"
+bench_spawn shortener "$BUILD/services/shortener/shortener"
+bench_wait_healthy "$BUILD/services/shortener/shortener" "$SHORTENER_ADDR"
+bench_spawn ratelimiter "$BUILD/services/ratelimiter/ratelimiter"
+bench_wait_healthy "$BUILD/services/ratelimiter/ratelimiter" "$RATELIMITER_ADDR"
+bench_spawn gateway-on env GATEWAY_LISTEN=127.0.0.1:$ON_PORT GATEWAY_RATELIMIT=1 \
+	"$BUILD/services/gateway/gateway"
+bench_spawn gateway-off env GATEWAY_LISTEN=127.0.0.1:$OFF_PORT GATEWAY_RATELIMIT=0 \
+	"$BUILD/services/gateway/gateway"
+bench_wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$ON_PORT"
+bench_wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$OFF_PORT"
 
-echo "creating $NCODES links..." >&2
-RUN_ID=$(printf '%05x' $((RANDOM * 32768 + RANDOM)) | cut -c1-5)
-for i in $(seq "$NCODES"); do
-	printf 'r%s%06d\n' "$RUN_ID" "$i"
-done >"$WORK/codes.txt"
-export OFF_PORT
-created=$(xargs -P 8 -I{} sh -c 'curl -s -o /dev/null -w "%{http_code}\n" \
-	-H "Content-Type: application/json" \
-	-d "{\"long_url\":\"https://example.com/seed/{}\",\"custom_alias\":\"{}\"}" \
-	"http://127.0.0.1:$OFF_PORT/api/v1/urls"' <"$WORK/codes.txt" |
-	grep -c '^201$' || true)
-[ "$created" -eq "$NCODES" ] ||
-	stack_die "only $created of $NCODES links created"
-for p in "$ON_PORT" "$OFF_PORT"; do
-	xargs -P 8 -I{} curl -s -o /dev/null "http://127.0.0.1:$p/{}" \
-		<"$WORK/codes.txt"
-done
+bench_seed_links "$OFF_PORT" "$NCODES" r "$ON_PORT" "$OFF_PORT"
 
 echo "checks against the ratelimiter directly..." >&2
 direct=$("$BUILD/tests/bench/rl_bench" "$RATELIMITER_ADDR" 5 16 1000)

@@ -16,6 +16,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/deploy/lib.sh"
+. "$ROOT/tests/bench/lib.sh"
 
 DURATION=10
 NCODES=1000
@@ -39,29 +40,9 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
 	-DBUILD_TESTING=OFF >/dev/null
 cmake --build "$BUILD" -j2 --target shortener gateway >/dev/null
 
-WORK=$(mktemp -d /tmp/bench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	[ -f "$WORK/nginx.pid" ] && kill -QUIT "$(cat "$WORK/nginx.pid")" 2>/dev/null
-	stack_redis_stop "$WORK/redis"
-	[ -n "${PG_DIR:-}" ] && stack_pg_stop "$PG_DIR"
-	rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-REDIS_PORT=$(stack_free_port)
-PG_PORT=$(stack_free_port)
-stack_redis_start "$WORK/redis" "$REDIS_PORT" >/dev/null
-PG_DIR=$(stack_pg_dir "$WORK")
-stack_pg_start "$PG_DIR" "$PG_PORT" >/dev/null
-stack_pg_create_db "$PG_DIR" "$PG_PORT" >/dev/null
-export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
-DATABASE_URL=$(stack_pg_url "$PG_PORT")
-export DATABASE_URL
+bench_init bench
+bench_redis
+bench_pg
 SH_PORT=$(stack_free_port)
 GW_PORT=$(stack_free_port)
 NG_PORT=$(stack_free_port)
@@ -73,48 +54,21 @@ export LOG_LEVEL=${LOG_LEVEL:-warn}
 # The rate limit check is measured on its own (tests/bench/ratelimit.sh).
 export GATEWAY_RATELIMIT=0
 
-# wait_healthy BIN ADDR: polls `BIN health` for up to 20 s.
-wait_healthy() {
-	for _ in $(seq 200); do
-		"$1" health --addr "$2" --timeout 500 >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	stack_die "$1 did not become healthy; logs in $WORK"
-}
-"$BUILD/services/shortener/shortener" >"$WORK/shortener.log" 2>&1 &
-PIDS+=($!)
-wait_healthy "$BUILD/services/shortener/shortener" "$SHORTENER_ADDR"
-"$BUILD/services/gateway/gateway" >"$WORK/gateway.log" 2>&1 &
-PIDS+=($!)
-wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$GW_PORT"
+bench_spawn shortener "$BUILD/services/shortener/shortener"
+bench_wait_healthy "$BUILD/services/shortener/shortener" "$SHORTENER_ADDR"
+bench_spawn gateway "$BUILD/services/gateway/gateway"
+bench_wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$GW_PORT"
 
 mkdir -p "$WORK/ngx"
 sed -e "s|@DIR@|$WORK/ngx|g" -e "s|@PORT@|$NG_PORT|g" \
 	"$ROOT/tests/bench/nginx.conf.in" >"$WORK/ngx/nginx.conf"
-"$NGINX" -c "$WORK/ngx/nginx.conf" -p "$WORK/ngx" 2>"$WORK/ngx/stderr" &
-PIDS+=($!)
+bench_spawn nginx "$NGINX" -c "$WORK/ngx/nginx.conf" -p "$WORK/ngx"
 for _ in $(seq 50); do
 	stack_port_in_use "$NG_PORT" && break
 	sleep 0.1
 done
 
-echo "creating $NCODES links..." >&2
-# Aliases of this run's own, so the codes are known without parsing replies.
-RUN_ID=$(printf '%05x' $((RANDOM * 32768 + RANDOM)) | cut -c1-5)
-for i in $(seq "$NCODES"); do
-	printf 'b%s%06d\n' "$RUN_ID" "$i"
-done >"$WORK/codes.txt"
-export GW_PORT
-created=$(xargs -P 8 -I{} sh -c 'curl -s -o /dev/null -w "%{http_code}\n" \
-	-H "Content-Type: application/json" \
-	-d "{\"long_url\":\"https://example.com/seed/{}\",\"custom_alias\":\"{}\"}" \
-	"http://127.0.0.1:$GW_PORT/api/v1/urls"' <"$WORK/codes.txt" |
-	grep -c '^201$' || true)
-[ "$created" -eq "$NCODES" ] ||
-	stack_die "only $created of $NCODES links created"
-# Warm the caches: every code once.
-xargs -P 8 -I{} curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/{}" \
-	<"$WORK/codes.txt"
+bench_seed_links "$GW_PORT" "$NCODES" b "$GW_PORT"
 
 # run_wrk NAME URL SCRIPT: runs wrk, prints "NAME rps p50 p99 errors".
 run_wrk() {

@@ -39,12 +39,30 @@ die(const char *fmt, ...)
 	exit(2);
 }
 
-static void
-sleep_ms(int ms)
+void
+h_msleep(int ms)
 {
 	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
 
 	nanosleep(&ts, NULL);
+}
+
+int64_t
+h_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+int64_t
+h_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
 int
@@ -124,7 +142,7 @@ h_proc_stop(h_proc *p, int wait_ms)
 			p->pid = 0;
 			return (status);
 		}
-		sleep_ms(5);
+		h_msleep(5);
 	}
 	kill(p->pid, SIGKILL);
 	waitpid(p->pid, &status, 0);
@@ -177,7 +195,7 @@ h_wait_healthy(const char *bin, const char *addr, int timeout_ms)
 	for (int waited = 0; waited < timeout_ms; waited += 50) {
 		if (h_health(bin, addr, 500) == 0)
 			return (true);
-		sleep_ms(50);
+		h_msleep(50);
 	}
 	return (false);
 }
@@ -223,7 +241,7 @@ h_redis_start(h_redis *r)
 		close(fd);
 		if (ok)
 			return;
-		sleep_ms(25);
+		h_msleep(25);
 	}
 	die("redis-server did not start on port %d", r->port);
 }

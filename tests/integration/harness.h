@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define H_MAX_ENV 32
@@ -22,6 +23,12 @@ typedef struct h_proc {
 	const char *bin;
 	char *argv[16];
 } h_proc;
+
+/* Sleeps ms milliseconds. */
+void h_msleep(int ms);
+/* Monotonic and wall clocks, milliseconds. */
+int64_t h_mono_ms(void);
+int64_t h_wall_ms(void);
 
 /* A free TCP port on 127.0.0.1 (bound and released; racy but fine here). */
 int h_free_port(void);

@@ -45,14 +45,6 @@ static struct {
 } T;
 
 static void
-msleep(int ms)
-{
-	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
-
-static void
 key_name(char *out, size_t n, const char *p)
 {
 	snprintf(out, n, "%s-%d-%u", p, (int) getpid(), T.seq++);
@@ -75,7 +67,7 @@ engine_new(void)
 	cc.redis_timeout_ms = 2000;
 	assert_int_equal(cm_cache_new(&c, &cc), CM_OK);
 	for (int i = 0; i < 200 && !cm_cache_subscribed(c); i++)
-		msleep(10);
+		h_msleep(10);
 	assert_true(cm_cache_subscribed(c));
 	return (c);
 }
@@ -98,7 +90,7 @@ test_load(void *arg, const char *ns, const void *key, size_t klen,
 	(void) ns;
 	atomic_fetch_add(&l->calls, 1);
 	if (l->sleep_ms > 0)
-		msleep(l->sleep_ms);
+		h_msleep(l->sleep_ms);
 	if (l->result != CM_OK)
 		return (l->result);
 	out->data = malloc(klen + 3);
@@ -193,7 +185,7 @@ wait_l1_gone(cm_cache *c, const char *ns, const char *key, int ms)
 	for (int i = 0; i < ms / 10; i++) {
 		if (!cm_cache_l1_has(c, ns, key, strlen(key)))
 			return (true);
-		msleep(10);
+		h_msleep(10);
 	}
 	return (false);
 }
@@ -214,7 +206,7 @@ fill_l1(cm_cache *c, const char *ns, const char *key)
 		free(v.data);
 		if (cm_cache_l1_has(c, ns, key, strlen(key)))
 			return;
-		msleep(10);
+		h_msleep(10);
 	}
 	fail_msg("%s never reached L1", key);
 }
@@ -282,7 +274,7 @@ test_engine_stale_if_error(void **state)
 	                 CM_OK);
 	assert_int_equal(level, CM_CACHE_LOADER);
 	free(v.data);
-	msleep(300);
+	h_msleep(300);
 	l.result = CM_UNAVAILABLE;
 	memset(&v, 0, sizeof(v));
 	assert_int_equal(cm_cache_get_or_load(T.b, "st", key, strlen(key),
@@ -362,7 +354,7 @@ test_engine_l1_cleared_on_drop(void **state)
 		if (after.l1_clears > before.l1_clears &&
 		    cm_cache_subscribed(T.b))
 			break;
-		msleep(10);
+		h_msleep(10);
 	}
 	assert_true(after.l1_clears > before.l1_clears);
 	assert_true(cm_cache_subscribed(T.b));
@@ -438,7 +430,7 @@ svc_wait_l1_gone(cm_rpc_client *c, const char *ns, const char *key, int ms)
 	for (int i = 0; i < ms / 10; i++) {
 		if (svc_get(c, ns, key, true) == CM_NOT_FOUND)
 			return (true);
-		msleep(10);
+		h_msleep(10);
 	}
 	return (false);
 }
@@ -492,12 +484,12 @@ test_service_restart_warms(void **state)
 	svc_set(T.r1, "warm", key, "hot value");
 	for (int i = 0; i < 20; i++)
 		assert_int_equal(svc_get(T.r1, "warm", key, false), CM_OK);
-	msleep(500); /* the hot-key flush */
+	h_msleep(500); /* the hot-key flush */
 	h_proc_stop(&T.c1, 5000);
 	h_proc_free(&T.c1);
 	cache_start(&T.c1, "cache-1", T.c1_port);
 	for (int i = 0; i < 300 && cm_rpc_client_connected(T.r1) == 0; i++)
-		msleep(10);
+		h_msleep(10);
 	assert_int_equal(svc_get(T.r1, "warm", key, true), CM_OK);
 	cm_arena_init(&a);
 	assert_int_equal(rpc(T.r1, "cache.Cache/Stats", &s.base,
@@ -643,7 +635,7 @@ suite_setup(void **state)
 	for (int i = 0; i < 300 && (cm_rpc_client_connected(T.r1) == 0 ||
 	                            cm_rpc_client_connected(T.r2) == 0);
 	     i++)
-		msleep(10);
+		h_msleep(10);
 
 	memset(&T.gw, 0, sizeof(T.gw));
 	T.gw.name = "gateway";
@@ -663,7 +655,7 @@ suite_setup(void **state)
 		h_resp_free(&r);
 		if (i == 1000)
 			break;
-		msleep(50);
+		h_msleep(50);
 	}
 
 	snprintf(payload, sizeof(payload),

@@ -84,23 +84,6 @@ static struct {
 } T;
 
 static void
-msleep(int ms)
-{
-	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
-
-static int64_t
-wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
-static void
 write_rules(const char *text)
 {
 	FILE *f = fopen(T.rules, "w");
@@ -275,7 +258,7 @@ client(const char *addr)
 
 	assert_int_equal(cm_rpc_client_open(&c, addr), 0);
 	for (i = 0; i < 200 && cm_rpc_client_connected(c) == 0; i++)
-		msleep(10);
+		h_msleep(10);
 	assert_true(cm_rpc_client_connected(c) > 0);
 	return (c);
 }
@@ -300,7 +283,7 @@ hammer_main(void *arg)
 		return (NULL);
 	}
 	for (i = 0; i < 200 && cm_rpc_client_connected(c) == 0; i++)
-		msleep(10);
+		h_msleep(10);
 	for (i = 0; i < h->n; i++) {
 		struct verdict v = check(c, h->path, h->ip, NULL);
 
@@ -390,11 +373,11 @@ test_approx_sliding_window(void **state)
 static void
 wait_second_phase(int ms)
 {
-	int64_t now = wall_ms(), next = (now / 1000 + 1) * 1000 + ms;
+	int64_t now = h_wall_ms(), next = (now / 1000 + 1) * 1000 + ms;
 
 	if (now % 1000 < ms - 20)
 		next -= 1000;
-	msleep((int) (next - now));
+	h_msleep((int) (next - now));
 }
 
 static int
@@ -674,18 +657,18 @@ test_reload(void **state)
 		ok = count_ok("/fresh-", ip, NULL, 3);
 		if (ok == 1)
 			break;
-		msleep(50);
+		h_msleep(50);
 	}
 	assert_int_equal(ok, 1);
 	write_rules("rules: [\n");
 	kill(T.rl_a.pid, SIGHUP);
 	kill(T.rl_b.pid, SIGHUP);
-	msleep(200);
+	h_msleep(200);
 	assert_int_equal(count_ok("/fresh-", "10.11.1.1", NULL, 3), 1);
 	write_rules(rules_text);
 	kill(T.rl_a.pid, SIGHUP);
 	kill(T.rl_b.pid, SIGHUP);
-	msleep(200);
+	h_msleep(200);
 	free(text);
 }
 
@@ -704,14 +687,14 @@ test_redis_down(void **state)
 	(void) state;
 	h_redis_stop(&T.redis);
 	for (i = 0; i < 10; i++) {
-		t0 = wall_ms();
+		t0 = h_wall_ms();
 		assert_int_equal(get(T.a_url, "/fo-a", "10.12.0.1", NULL, NULL),
 		                 404);
-		assert_true(wall_ms() - t0 < 1000);
-		t0 = wall_ms();
+		assert_true(h_wall_ms() - t0 < 1000);
+		t0 = h_wall_ms();
 		assert_int_equal(get(T.b_url, "/fc-a", "10.12.0.1", NULL, &r),
 		                 503);
-		assert_true(wall_ms() - t0 < 1000);
+		assert_true(h_wall_ms() - t0 < 1000);
 		assert_non_null(strstr(r.body, "UNAVAILABLE"));
 		h_resp_free(&r);
 	}
@@ -722,7 +705,7 @@ test_redis_down(void **state)
 
 		snprintf(ip, sizeof(ip), "10.12.1.%d", i + 1);
 		if (get(T.a_url, "/fc-b", ip, NULL, NULL) != 404) {
-			msleep(100);
+			h_msleep(100);
 			continue;
 		}
 		ok = count_ok("/back-", ip, NULL, 4);
@@ -750,14 +733,14 @@ test_ratelimiter_down(void **state)
 	h_proc_stop(&T.rl_b, 5000);
 	h_proc_free(&T.rl_a);
 	h_proc_free(&T.rl_b);
-	msleep(100);
+	h_msleep(100);
 	for (i = 0; i < 20; i++) {
 		char ip[32];
 
 		snprintf(ip, sizeof(ip), "10.13.1.%d", i + 1);
-		t0 = wall_ms();
+		t0 = h_wall_ms();
 		assert_int_equal(get(T.a_url, "/fo-down", ip, NULL, NULL), 404);
-		assert_true(wall_ms() - t0 < 100);
+		assert_true(h_wall_ms() - t0 < 100);
 	}
 	rl_start(&T.rl_a, "ratelimiter-a", T.rla_port, T.rla_addr);
 	rl_start(&T.rl_b, "ratelimiter-b", T.rlb_port, T.rlb_addr);
@@ -768,7 +751,7 @@ test_ratelimiter_down(void **state)
 		snprintf(ip, sizeof(ip), "10.13.2.%d", i + 1);
 		if (count_ok("/back-", ip, NULL, 4) == 2)
 			break;
-		msleep(50);
+		h_msleep(50);
 	}
 	assert_true(i < 100);
 }
