@@ -47,24 +47,6 @@ h_msleep(int ms)
 	nanosleep(&ts, NULL);
 }
 
-int64_t
-h_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
-int64_t
-h_wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 int
 h_free_port(void)
 {

@@ -26,9 +26,8 @@ typedef struct h_proc {
 
 /* Sleeps ms milliseconds. */
 void h_msleep(int ms);
-/* Monotonic and wall clocks, milliseconds. */
-int64_t h_mono_ms(void);
-int64_t h_wall_ms(void);
+/* Clocks: cm_mono_ms() and cm_now_ms() from common/util.h. */
+#include "util.h"
 
 /* A free TCP port on 127.0.0.1 (bound and released; racy but fine here). */
 int h_free_port(void);

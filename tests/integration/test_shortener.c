@@ -668,9 +668,9 @@ test_delete_invalidates_everywhere(void **state)
 	assert_int_equal(r.status, 404);
 	h_resp_free(&r);
 	/* ... and within a second at the other one. */
-	double t0 = (double) h_mono_ms();
+	double t0 = (double) cm_mono_ms();
 	long st = 0;
-	while ((double) h_mono_ms() - t0 < 1000) {
+	while ((double) cm_mono_ms() - t0 < 1000) {
 		follow(&r, T.b_url, code, "GET");
 		st = r.status;
 		h_resp_free(&r);
@@ -917,9 +917,9 @@ test_shortener_down_503(void **state)
 	h_proc_stop(&T.shortener, 5000);
 	h_proc_free(&T.shortener);
 	h_msleep(100);
-	t0 = (double) h_mono_ms();
+	t0 = (double) cm_mono_ms();
 	create(&r, T.a_url, NULL, "{\"long_url\":\"https://e.com/x\"}");
-	double took = (double) h_mono_ms() - t0;
+	double took = (double) cm_mono_ms() - t0;
 	assert_error(&r, 503, "UNAVAILABLE");
 	fprintf(stderr, "503 after %.1f ms\n", took);
 	assert_true(took < 100.0);
