@@ -796,7 +796,7 @@ fetch(cm_cache *c, const char *ns, const struct names *n, const void *key,
 		}
 		return;
 	}
-	cm_random_id(token);
+	cm_unique_id(token);
 	if (!down) {
 		leased = lease_take(c, ns, n, token, &down);
 		if (!leased && !down) {

@@ -1,8 +1,10 @@
 /* Clocks, strings and randomness. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -85,17 +87,33 @@ cm_random(void *buf, size_t n)
 	return (0);
 }
 
-void
-cm_random_id(char out[33])
+static void
+hex64(char *out, uint64_t v)
 {
 	static const char hex[] = "0123456789abcdef";
-	unsigned char b[16];
 
-	if (cm_random(b, sizeof(b)) != 0)
-		memset(b, 0, sizeof(b));
-	for (int i = 0; i < 16; i++) {
-		out[2 * i] = hex[b[i] >> 4];
-		out[2 * i + 1] = hex[b[i] & 15];
+	for (int i = 15; i >= 0; i--, v >>= 4)
+		out[i] = hex[v & 15];
+}
+
+void
+cm_unique_id(char out[33])
+{
+	static _Atomic uint64_t prefix, counter;
+	uint64_t p = atomic_load_explicit(&prefix, memory_order_relaxed);
+
+	if (p == 0) {
+		/* First call (racing callers may each draw one; the first
+		 * stored wins and all use it). */
+		uint64_t r = 0, zero = 0;
+		if (cm_random(&r, sizeof(r)) != 0 || r == 0)
+			r = (uint64_t) cm_mono_us() ^
+			    ((uint64_t) getpid() << 32) ^ 1;
+		atomic_compare_exchange_strong(&prefix, &zero, r);
+		p = atomic_load(&prefix);
 	}
+	hex64(out, p);
+	hex64(out + 16,
+	      atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed));
 	out[32] = '\0';
 }

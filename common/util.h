@@ -30,7 +30,13 @@ size_t cm_strlcpy(char *dst, const char *src, size_t n);
 int cm_ct_equal(const void *a, const void *b, size_t n);
 /* Fills buf with n random bytes from the kernel; 0 on success. */
 int cm_random(void *buf, size_t n);
-/* 16 random bytes as 32 hex characters plus NUL into out[33]. */
-void cm_random_id(char out[33]);
+/*
+ * A unique id, 32 hex characters plus NUL into out[33]: a random 64-bit
+ * prefix drawn once per process, then a 64-bit counter.  Unique across
+ * processes (with overwhelming probability) and cheap -- no system call --
+ * but predictable within a process: for request ids and lease tokens,
+ * never for secrets.
+ */
+void cm_unique_id(char out[33]);
 
 #endif

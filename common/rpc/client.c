@@ -406,7 +406,7 @@ cm_rpc_call_async(cm_rpc_client *c, const cm_rpc_meta *meta, const char *method,
 	if (meta != NULL && meta->request_id != NULL)
 		req.request_id = cm_pbstr(meta->request_id);
 	else {
-		cm_random_id(rid);
+		cm_unique_id(rid);
 		req.request_id = rid;
 	}
 	req.deadline_ms = deadline_ms;
