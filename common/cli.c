@@ -1,11 +1,13 @@
 /*
  * The command-line frame every binary shares: --help, --version, the
  * `health` probe with grpc_health_probe's exit codes, extra subcommands,
- * and signal handling for services.
+ * CPU affinity from <NAME>_CPUS, and signal handling for services.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,9 +31,23 @@ enum {
 	PROBE_NOT_SERVING = 4,
 };
 
+/* The name of the CPU affinity variable: "cache" -> "CACHE_CPUS". */
+static void
+cpus_var(const cm_cli *cli, char *var, size_t len)
+{
+	size_t i;
+
+	for (i = 0; cli->name[i] != '\0' && i + 6 < len; i++)
+		var[i] = (char) toupper((unsigned char) cli->name[i]);
+	memcpy(var + i, "_CPUS", 6);
+}
+
 static void
 usage(const cm_cli *cli, FILE *f)
 {
+	char var[64];
+
+	cpus_var(cli, var, sizeof(var));
 	fprintf(f,
 	        "%s %s - %s\n\n"
 	        "usage:\n"
@@ -49,6 +65,7 @@ usage(const cm_cli *cli, FILE *f)
 	        "  %s --help | --version\n\n"
 	        "environment:\n%s",
 	        cli->name, cli->env_help != NULL ? cli->env_help : "");
+	fprintf(f, "  %-26s CPUs to run on, e.g. 0 or 0-3,6 (all)\n", var);
 }
 
 /*
@@ -154,11 +171,75 @@ run_health(const cm_cli *cli, int argc, char **argv)
 }
 
 int
+cm_cli_parse_cpus(const char *list, struct cm_cpu_list *set, int max_cpu)
+{
+	const char *p = list;
+
+	memset(set, 0, sizeof(*set));
+	if (max_cpu >= (int) sizeof(set->cpu) * 8)
+		max_cpu = (int) sizeof(set->cpu) * 8 - 1;
+	for (;;) {
+		long lo, hi;
+		char *end;
+
+		if (!isdigit((unsigned char) *p))
+			return (-1);
+		lo = hi = strtol(p, &end, 10);
+		p = end;
+		if (*p == '-') {
+			if (!isdigit((unsigned char) *++p))
+				return (-1);
+			hi = strtol(p, &end, 10);
+			p = end;
+		}
+		if (lo > hi || hi > max_cpu)
+			return (-1);
+		for (long c = lo; c <= hi; c++)
+			if (!(set->cpu[c / 8] & (1u << (c % 8)))) {
+				set->cpu[c / 8] |=
+				    (unsigned char) (1u << (c % 8));
+				set->count++;
+			}
+		if (*p == '\0')
+			return (set->count > 0 ? 0 : -1);
+		if (*p++ != ',')
+			return (-1);
+	}
+}
+
+/* Applies <NAME>_CPUS, if set; a bad list or CPU is fatal. */
+static void
+apply_cpus(const cm_cli *cli)
+{
+	char var[64];
+	const char *list;
+	struct cm_cpu_list set;
+	cpu_set_t cs;
+
+	cpus_var(cli, var, sizeof(var));
+	if ((list = getenv(var)) == NULL || *list == '\0')
+		return;
+	if (cm_cli_parse_cpus(list, &set, CPU_SETSIZE - 1) != 0)
+		fatalx("event=config_error var=%s value=\"%.64s\" "
+		       "err=\"a CPU list such as 0 or 0-3,6 is expected\"",
+		       var, list);
+	CPU_ZERO(&cs);
+	for (int c = 0; c < (int) sizeof(set.cpu) * 8; c++)
+		if (set.cpu[c / 8] & (1u << (c % 8)))
+			CPU_SET(c, &cs);
+	if (sched_setaffinity(0, sizeof(cs), &cs) != 0)
+		fatal("event=config_error var=%s value=\"%.64s\"", var, list);
+	log_info("event=cpu_affinity cpus=%s", list);
+}
+
+int
 cm_cli_main(const cm_cli *cli, int argc, char **argv)
 {
 	log_init(cli->name);
-	if (argc < 2)
+	if (argc < 2) {
+		apply_cpus(cli);
 		return (cli->serve());
+	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		usage(cli, stdout);

@@ -33,6 +33,22 @@ typedef struct cm_cli {
 /* Parses argv and runs what it asks for; returns the process exit code. */
 int cm_cli_main(const cm_cli *cli, int argc, char **argv);
 
+/*
+ * CPU affinity.  A service runs on the CPUs its <NAME>_CPUS variable lists
+ * (e.g. CACHE_CPUS=0, GATEWAY_CPUS=0-1,3), set before any thread starts, so
+ * NNG's and the service's threads all inherit it; unset, on every CPU.
+ * Confining a service whose requests are short (the cache) to one core
+ * keeps NNG's shared locks from bouncing between cores.
+ *
+ * cm_cli_parse_cpus parses such a list into set: 0, or -1 for a malformed
+ * list, a CPU beyond max_cpu, or an empty list.
+ */
+struct cm_cpu_list {
+	unsigned char cpu[1024 / 8];
+	int count;
+};
+int cm_cli_parse_cpus(const char *list, struct cm_cpu_list *set, int max_cpu);
+
 /* The RPC health probe, usable on its own; returns the exit code above. */
 int cm_cli_rpc_health(const char *addr, int timeout_ms);
 
