@@ -27,7 +27,8 @@ static const char env_help[] =
     "  CACHE_LISTEN               address to serve (tcp://0.0.0.0:7003)\n"
     "  CACHE_ADDR                 address `health` probes "
     "(tcp://127.0.0.1:7003)\n"
-    "  CACHE_WORKERS              worker threads (8)\n"
+    "  CACHE_WORKERS              worker threads (2: requests are L1\n"
+    "                             lookups or one Redis round trip)\n"
     "  CACHE_L1_MB                in-process cache (L1), MiB (256)\n"
     "  CACHE_L1_TTL_MS            longest life of an L1 entry (60000)\n"
     "  CACHE_DEFAULT_TTL_S        TTL of a Set without one (300)\n"
@@ -83,7 +84,7 @@ serve(void)
 
 	log_init("cache");
 	listen = cm_env_str("CACHE_LISTEN", "tcp://0.0.0.0:7003");
-	workers = (int) cm_env_int("CACHE_WORKERS", 8, 1, 1024);
+	workers = (int) cm_env_int("CACHE_WORKERS", 2, 1, 1024);
 	redis_url = cm_env_str("REDIS_URL", "redis://127.0.0.1:6379");
 	prefix = cm_env_str("CACHE_PREFIX", "cache");
 	memset(&cc, 0, sizeof(cc));

@@ -2,12 +2,18 @@
 # tests/bench/cache_run.sh: the cache benchmarks, each beside its baseline in
 # the same run, printed as figures and ratios (never pass/fail).
 #
-#   tests/bench/cache_run.sh [--duration S] [--clients N] [--workers N]
+#   tests/bench/cache_run.sh [--duration S] [--rounds N] [--clients N]
+#                            [--sockets N] [--workers N]
 #
 # Builds a Release tree (build-bench/), starts a private Redis and the cache
 # service, then:
-#   1. Get of one L1-resident key over the cache service's RPC (cache_bench,
-#      N client sockets) vs `redis-benchmark -t get -c 50 -P 1`;
+#   1. Get of one L1-resident key over the cache service's RPC (cache_bench:
+#      N callers with one call in flight each, over a few client sockets) vs
+#      `redis-benchmark -t get -c N -P 1`, N = 50.  Twice: with every process
+#      free to run on any CPU, then with equal resources -- each server
+#      (redis-server, the cache service via CACHE_CPUS) confined to CPU 0
+#      and each client to CPU 1.  Each pair runs --rounds times, alternating;
+#      the best of each side is compared.
 #   2. L1 hit ratio, W-TinyLFU vs LRU at the same byte budget, Zipf(0.9)
 #      with a 10% scan (l1_hitratio).
 # Everything it started is stopped on exit.
@@ -18,14 +24,18 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/bench/lib.sh"
 
 DURATION=10
-CLIENTS=16
-WORKERS=8
+ROUNDS=2
+CLIENTS=50
+SOCKETS=2
+WORKERS=2
 while [ $# -gt 0 ]; do
 	case $1 in
 	--duration) DURATION=$2; shift 2 ;;
+	--rounds) ROUNDS=$2; shift 2 ;;
 	--clients) CLIENTS=$2; shift 2 ;;
+	--sockets) SOCKETS=$2; shift 2 ;;
 	--workers) WORKERS=$2; shift 2 ;;
-	-h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,20p' "$0"; exit 0 ;;
 	*) echo "unknown argument $1" >&2; exit 1 ;;
 	esac
 done
@@ -42,25 +52,66 @@ bench_redis
 C_PORT=$(stack_free_port)
 export CACHE_LISTEN=tcp://127.0.0.1:$C_PORT CACHE_ADDR=tcp://127.0.0.1:$C_PORT
 export CACHE_WORKERS=$WORKERS LOG_LEVEL=${LOG_LEVEL:-warn}
-bench_spawn cache "$BUILD/services/cache/cache"
-bench_wait_healthy "$BUILD/services/cache/cache" "$CACHE_ADDR"
 redis-cli -p "$REDIS_PORT" SET key:__rand_int__ xxx >/dev/null
+REDIS_PID=$(cat "$WORK/redis/redis.pid")
 
-rb=$(redis-benchmark -p "$REDIS_PORT" -t get -c 50 -P 1 -n $((DURATION * 60000)) \
-	--csv | awk -F'","' '/^"GET"/{print $2}')
-out=$("$BUILD/tests/bench/cache_bench" "$CACHE_ADDR" "$DURATION" "$CLIENTS")
-echo "$out"
-cr=$(echo "$out" | sed -n 's/.*calls\/s=\([0-9]*\).*/\1/p')
+# cache_start [CPUS]: (re)starts the cache service, confined to CPUS if set.
+CACHE_PID=
+cache_start() {
+	if [ -n "$CACHE_PID" ]; then
+		kill -TERM "$CACHE_PID" && wait "$CACHE_PID" || true
+	fi
+	CACHE_CPUS=${1:-} bench_spawn cache "$BUILD/services/cache/cache"
+	CACHE_PID=${BENCH_PIDS[-1]}
+	bench_wait_healthy "$BUILD/services/cache/cache" "$CACHE_ADDR"
+}
+
+# pair LABEL CLIENT_PREFIX...: rounds of redis-benchmark and cache_bench,
+# alternating; prints each figure and sets RB and CR to the best of each.
+pair() {
+	local label=$1 rb cr out
+	shift
+	RB=0 CR=0
+	for r in $(seq "$ROUNDS"); do
+		rb=$("$@" redis-benchmark -p "$REDIS_PORT" -t get -c "$CLIENTS" \
+			-P 1 -n $((DURATION * 50000)) --csv |
+			awk -F'","' '/^"GET"/{printf "%.0f", $2}')
+		out=$("$@" "$BUILD/tests/bench/cache_bench" "$CACHE_ADDR" \
+			"$DURATION" "$CLIENTS" "$SOCKETS")
+		cr=$(echo "$out" | sed -n 's/.*calls\/s=\([0-9]*\).*/\1/p')
+		echo "$label round $r: redis-benchmark $rb/s; $out" >&2
+		if [ "$rb" -gt "$RB" ]; then RB=$rb; fi
+		if [ "$cr" -gt "$CR" ]; then CR=$cr; fi
+	done
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+cache_start
+pair free env
+RB_FREE=$RB CR_FREE=$CR
+PINNED=
+if [ "$(nproc)" -ge 2 ]; then
+	taskset -a -p -c 0 "$REDIS_PID" >/dev/null
+	cache_start 0
+	pair pinned taskset -c 1
+	taskset -a -p -c "0-$(($(nproc) - 1))" "$REDIS_PID" >/dev/null
+	PINNED="| redis-benchmark GET, redis-server on CPU 0, client on CPU 1 | $RB |
+| cache RPC Get, service on CPU 0 (CACHE_CPUS=0), client on CPU 1 | $CR |
+| **ratio, equal CPUs** | **$(ratio "$CR" "$RB")x** |"
+fi
 hr=$("$BUILD/tests/bench/l1_hitratio")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 cat <<OUT
 
 machine: $(nproc) cores, ${cpu:-unknown cpu}
+$CLIENTS clients, one call in flight each; cache: $SOCKETS client sockets, $WORKERS workers; best of $ROUNDS x ${DURATION}s
 | benchmark | ops/s |
 |---|---:|
-| redis-benchmark GET -c 50 -P 1 | $rb |
-| cache RPC Get (L1 hit), $CLIENTS client sockets, $WORKERS workers | $cr |
+| redis-benchmark GET, every process on any CPU | $RB_FREE |
+| cache RPC Get (L1 hit), every process on any CPU | $CR_FREE |
+| ratio, any CPU | $(ratio "$CR_FREE" "$RB_FREE")x |
+$PINNED
 
-cache / redis ratio: $(awk -v a="$cr" -v b="$rb" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }')
 $hr
 OUT
