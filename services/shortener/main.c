@@ -55,6 +55,9 @@ static const char env_help[] =
     "fixed\n"
     "  SHORTENER_L1_MB             in-process redirect cache (the cache\n"
     "                              engine's L1), MiB (64)\n"
+    "  SHORTENER_CACHE             engine | off: redirects read through\n"
+    "                              the cache engine, or always read\n"
+    "                              PostgreSQL (a baseline) (engine)\n"
     "  SHORTENER_PURGE_INTERVAL_S  seconds between purges of expired "
     "links (60)\n"
     "  SHORTENER_PURGE_GRACE_S     purge links expired longer ago than "
@@ -84,6 +87,7 @@ struct app {
 	const char *database_url;
 	const char *redis_url;
 	cm_cache *engine;
+	bool read_through; /* SHORTENER_CACHE=engine */
 	pthread_mutex_t health_mu;
 	struct shortener_io health_io;
 	struct maint maint;
@@ -97,7 +101,7 @@ io_open(struct shortener_io *io, struct shortener_pg_batcher *batcher)
 {
 	shortener_pg_open(&io->store, app.database_url, batcher);
 	shortener_redis_open(&io->cache, app.engine, app.redis_url,
-	                     REDIS_TIMEOUT_MS);
+	                     REDIS_TIMEOUT_MS, app.read_through);
 }
 
 static void
@@ -309,7 +313,15 @@ serve(void)
 	    cm_env_str("PUBLIC_BASE_URL", "http://localhost:8080");
 	/* The engine holds the L1; the domain keeps none of its own. */
 	l1_bytes = (size_t) cm_env_int("SHORTENER_L1_MB", 64, 0, 65536) << 20;
-	c.l1_negative_ttl_s = 3;
+	c.expired_ttl_s = 3;
+	mode = cm_env_str("SHORTENER_CACHE", "engine");
+	if (strcmp(mode, "engine") != 0 && strcmp(mode, "off") != 0)
+		fatalx("event=config msg=\"SHORTENER_CACHE must be engine or "
+		       "off\"");
+	app.read_through = strcmp(mode, "engine") == 0;
+	if (!app.read_through)
+		log_warnx("event=config msg=\"SHORTENER_CACHE=off: every "
+		          "redirect reads PostgreSQL\"");
 	app.redis_url = cm_env_str("REDIS_URL", "redis://127.0.0.1:6379");
 	app.database_url = cm_env_str(
 	    "DATABASE_URL",

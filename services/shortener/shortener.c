@@ -24,29 +24,20 @@
  * custom alias is simply skipped.  Every row gets a leased id, whatever the
  * mode: it breaks ties when listing a user's links.
  *
- * Redirects (Resolve) read through the cache's own read-through when it
- * has one (production: the multi-level engine of common/cache.h, which
- * does L1, Redis, single-flight, leases and negative caching itself; the
- * store's lookup is its loader).  Otherwise (the in-memory fake of the
- * unit tests) they read through three tiers here, filling the faster ones
- * on the way back (cache-aside):
+ * Redirects (Resolve) read through the cache, which does every level
+ * itself: production's is the multi-level engine of common/cache.h (L1 in
+ * process, L2 Redis, single-flight, leases, stale-if-error, negative
+ * caching, invalidation of every instance's L1), and the store's lookup is
+ * its loader.  Without a cache (SHORTENER_CACHE=off) every redirect reads
+ * the store.  Whether a link has expired is decided at read time from its
+ * expires_at, so no level can serve an expired link as live; an expired
+ * link is cached only briefly.  The resolve path never writes to the
+ * store.
  *
- *   L1 (cm_l1, in process) -> shared cache (Redis) -> store (PostgreSQL)
- *
- * L1 entries live l1_ttl_s (bounded by the link's expiry); unknown codes
- * are remembered in L1 only, briefly (l1_negative_ttl_s).  Shared cache
- * entries live cache_ttl_s, bounded by the expiry.  Whether a link has
- * expired is decided at read time from its expires_at, so no tier can serve
- * an expired link as live.  The resolve path never writes to the store.
- *
- * Deletes race with fills.  In L1 the fill is made with cm_l1_set_if
- * against the epoch read before the miss, so a value read before a delete
- * is not cached after it.  In the shared cache, a delete leaves a tombstone
- * and fills only add keys that do not exist, with the same effect.  A
- * delete then publishes the code on SHORTENER_INVALIDATE_CHANNEL so that
- * every instance (gateways included) drops its copy; an invalidation that
- * cannot be sent (Redis down) is kept and retried by the maintenance
- * thread, and subscribers clear their caches when they resubscribe.
+ * A delete drops the code from the cache, which leaves a tombstone (a fill
+ * racing the delete cannot put the link back) and tells every instance; an
+ * invalidation that cannot be sent (Redis down) is kept and retried by the
+ * maintenance thread.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -61,7 +52,6 @@
 
 #include "base62.h"
 #include "idperm.h"
-#include "l1cache.h"
 #include "log.h"
 #include "metrics.h"
 #include "shortener.h"
@@ -83,9 +73,7 @@ struct shortener {
 	char *base;          /* PUBLIC_BASE_URL without '/' */
 	char base_host[256]; /* lower case, no final dot */
 	int base_port;
-	cm_l1 *l1;
-	int l1_ttl_s, l1_negative_ttl_s;
-	int cache_ttl_s, tombstone_ttl_s;
+	int expired_ttl_s, cache_ttl_s, tombstone_ttl_s;
 	int64_t (*now)(void);
 
 	pthread_mutex_t id_mu; /* the leased block: [id_next, id_end) */
@@ -95,7 +83,7 @@ struct shortener {
 	struct pending *pending;
 	size_t npending;
 
-	cm_counter *res_l1, *res_cache, *res_store, *collisions;
+	cm_counter *res_cache, *res_store, *collisions;
 };
 
 static const char *const reserved_words[] = {
@@ -456,13 +444,11 @@ pending_add(struct shortener *s, const char *code, int tomb_ttl_s)
 	pthread_mutex_unlock(&s->pending_mu);
 }
 
-/* Drops code from L1 and the shared cache and tells every instance. */
+/* Drops code from the cache, which tells every instance. */
 static void
 invalidate(struct shortener *s, struct shortener_io *io, const char *code,
            int tomb_ttl_s)
 {
-	if (s->l1 != NULL)
-		cm_l1_del(s->l1, code, strlen(code));
 	if (io->cache.ops == NULL)
 		return;
 	if (io->cache.ops->invalidate(io->cache.impl, code, tomb_ttl_s) !=
@@ -505,20 +491,6 @@ shortener_pending_invalidations(struct shortener *s)
 	n = s->npending;
 	pthread_mutex_unlock(&s->pending_mu);
 	return (n);
-}
-
-void
-shortener_forget_local(struct shortener *s, const char *code, size_t len)
-{
-	if (s->l1 != NULL)
-		cm_l1_del(s->l1, code, len);
-}
-
-void
-shortener_clear_local(struct shortener *s)
-{
-	if (s->l1 != NULL)
-		cm_l1_clear(s->l1);
 }
 
 /* ---- life cycle ---- */
@@ -564,21 +536,14 @@ shortener_new(struct shortener **out, const struct shortener_config *c,
 		fatalx(
 		    "event=shortener_new msg=\"cannot key the permutation\"");
 	s->mode = c->mode;
-	s->l1_ttl_s = c->l1_ttl_s > 0 ? c->l1_ttl_s : 60;
-	s->l1_negative_ttl_s =
-	    c->l1_negative_ttl_s > 0 ? c->l1_negative_ttl_s : 3;
+	s->expired_ttl_s = c->expired_ttl_s > 0 ? c->expired_ttl_s : 3;
 	s->cache_ttl_s = c->cache_ttl_s > 0 ? c->cache_ttl_s : 3600;
 	s->tombstone_ttl_s = c->tombstone_ttl_s > 0 ? c->tombstone_ttl_s : 300;
 	s->now = c->now != NULL ? c->now : wall_now;
-	if (c->l1_bytes > 0 && (s->l1 = cm_l1_new(c->l1_bytes, 64)) == NULL)
-		fatalx("event=shortener_new msg=\"cannot create the cache\"");
 	pthread_mutex_init(&s->id_mu, NULL);
 	pthread_mutex_init(&s->pending_mu, NULL);
-	s->res_l1 =
-	    cm_counter_get("shortener_resolve_source_total", "source=\"l1\"",
-	                   "Resolve answers by the tier that had them");
 	s->res_cache =
-	    cm_counter_get("shortener_resolve_source_total", "source=\"redis\"",
+	    cm_counter_get("shortener_resolve_source_total", "source=\"cache\"",
 	                   "Resolve answers by the tier that had them");
 	s->res_store = cm_counter_get(
 	    "shortener_resolve_source_total", "source=\"postgres\"",
@@ -595,7 +560,6 @@ shortener_free(struct shortener *s)
 {
 	if (s == NULL)
 		return;
-	cm_l1_free(s->l1);
 	pthread_mutex_destroy(&s->id_mu);
 	pthread_mutex_destroy(&s->pending_mu);
 	free(s->pending);
@@ -919,30 +883,6 @@ shortener_delete(struct shortener *s, struct shortener_io *io, const char *user,
 	return (CM_OK);
 }
 
-/*
- * L1 values: 'N' for a code known not to exist, or 'P', the expiry as 8
- * bytes, and the URL.
- */
-#define L1_VAL_MAX (1 + 8 + SHORTENER_URL_MAX)
-
-static void
-l1_put(struct shortener *s, const char *code, const char *url,
-       int64_t expires_at, int64_t now, uint64_t epoch)
-{
-	char v[L1_VAL_MAX];
-	size_t n = strlen(url);
-	int64_t ttl = s->l1_ttl_s;
-
-	if (s->l1 == NULL || n > SHORTENER_URL_MAX)
-		return;
-	if (expires_at != 0 && expires_at > now && expires_at - now < ttl)
-		ttl = expires_at - now;
-	v[0] = 'P';
-	memcpy(v + 1, &expires_at, 8);
-	memcpy(v + 9, url, n);
-	cm_l1_set_if(s->l1, code, strlen(code), v, 9 + n, ttl * 1000, epoch);
-}
-
 static Shortener__ResolveResponse *
 resolve_reply(struct shortener *s, cm_arena *a, const char *url, size_t len,
               int64_t expires_at)
@@ -956,7 +896,7 @@ resolve_reply(struct shortener *s, cm_arena *a, const char *url, size_t len,
 	return (r);
 }
 
-/* The loader behind a read-through cache: the store, counted. */
+/* The loader behind the cache: the store, counted. */
 struct resolve_load {
 	struct shortener *s;
 	struct shortener_io *io;
@@ -981,7 +921,7 @@ resolve_load(void *arg, const char *code, cm_arena *a,
 		return (rv);
 	/* An expired link is cached as such, briefly: reads report it. */
 	if (l.expires_at != 0 && l.expires_at <= now)
-		ttl = rl->s->l1_negative_ttl_s;
+		ttl = rl->s->expired_ttl_s;
 	else if (l.expires_at != 0 && l.expires_at - now < ttl)
 		ttl = l.expires_at - now;
 	out->long_url = l.long_url;
@@ -990,18 +930,24 @@ resolve_load(void *arg, const char *code, cm_arena *a,
 	return (CM_OK);
 }
 
-/* Resolve through a read-through cache (the multi-level engine). */
-static int
-resolve_through(struct shortener *s, struct shortener_io *io, const char *code,
-                cm_arena *a, Shortener__ResolveResponse **out, char *err,
-                size_t errlen)
+int
+shortener_resolve(struct shortener *s, struct shortener_io *io,
+                  const Shortener__ResolveRequest *in, cm_arena *a,
+                  Shortener__ResolveResponse **out, char *err, size_t errlen)
 {
 	struct resolve_load rl = {.s = s, .io = io};
 	struct shortener_cached c;
-	int rv;
+	int ttl_s, rv;
 
-	rv = io->cache.ops->resolve(io->cache.impl, code, resolve_load, &rl, a,
-	                            &c);
+	if (!code_ok(in->code)) {
+		snprintf(err, errlen, "no such link");
+		return (CM_NOT_FOUND);
+	}
+	if (io->cache.ops != NULL)
+		rv = io->cache.ops->resolve(io->cache.impl, in->code,
+		                            resolve_load, &rl, a, &c);
+	else
+		rv = resolve_load(&rl, in->code, a, &c, &ttl_s);
 	if (rv == CM_NOT_FOUND) {
 		snprintf(err, errlen, "no such link");
 		return (rv);
@@ -1012,89 +958,6 @@ resolve_through(struct shortener *s, struct shortener_io *io, const char *code,
 		cm_counter_add(s->res_cache, 1);
 	*out =
 	    resolve_reply(s, a, c.long_url, strlen(c.long_url), c.expires_at);
-	return (CM_OK);
-}
-
-int
-shortener_resolve(struct shortener *s, struct shortener_io *io,
-                  const Shortener__ResolveRequest *in, cm_arena *a,
-                  Shortener__ResolveResponse **out, char *err, size_t errlen)
-{
-	struct shortener_cached c;
-	struct shortener_link l;
-	const char *code = in->code;
-	char v[L1_VAL_MAX];
-	uint64_t epoch = 0;
-	int64_t now, exp;
-	long n;
-	int rv;
-
-	if (!code_ok(code)) {
-		snprintf(err, errlen, "no such link");
-		return (CM_NOT_FOUND);
-	}
-	if (io->cache.ops != NULL && io->cache.ops->resolve != NULL)
-		return (resolve_through(s, io, code, a, out, err, errlen));
-	if (s->l1 != NULL) {
-		n = cm_l1_get(s->l1, code, strlen(code), v, sizeof(v));
-		if (n == 1 && v[0] == 'N') {
-			cm_counter_add(s->res_l1, 1);
-			snprintf(err, errlen, "no such link");
-			return (CM_NOT_FOUND);
-		}
-		if (n >= 9 && n <= (long) sizeof(v) && v[0] == 'P') {
-			cm_counter_add(s->res_l1, 1);
-			memcpy(&exp, v + 1, 8);
-			*out = resolve_reply(s, a, v + 9, (size_t) n - 9, exp);
-			return (CM_OK);
-		}
-		epoch = cm_l1_epoch(s->l1, code, strlen(code));
-	}
-	now = s->now();
-	if (io->cache.ops != NULL) {
-		rv = io->cache.ops->get(io->cache.impl, code, a, &c);
-		if (rv == CM_OK) {
-			cm_counter_add(s->res_cache, 1);
-			l1_put(s, code, c.long_url, c.expires_at, now, epoch);
-			*out = resolve_reply(s, a, c.long_url,
-			                     strlen(c.long_url), c.expires_at);
-			return (CM_OK);
-		}
-		if (rv == CM_NOT_FOUND) {
-			cm_counter_add(s->res_cache, 1);
-			if (s->l1 != NULL)
-				cm_l1_set_if(s->l1, code, strlen(code), "N", 1,
-				             s->l1_negative_ttl_s * 1000,
-				             epoch);
-			snprintf(err, errlen, "no such link");
-			return (CM_NOT_FOUND);
-		}
-	}
-	rv = io->store.ops->get(io->store.impl, code, a, &l);
-	if (rv == CM_NOT_FOUND) {
-		cm_counter_add(s->res_store, 1);
-		if (s->l1 != NULL)
-			cm_l1_set_if(s->l1, code, strlen(code), "N", 1,
-			             s->l1_negative_ttl_s * 1000, epoch);
-		snprintf(err, errlen, "no such link");
-		return (CM_NOT_FOUND);
-	}
-	if (rv != CM_OK)
-		return (store_error(rv, err, errlen));
-	cm_counter_add(s->res_store, 1);
-	if (io->cache.ops != NULL &&
-	    (l.expires_at == 0 || l.expires_at > now)) {
-		int64_t ttl = s->cache_ttl_s;
-
-		if (l.expires_at != 0 && l.expires_at - now < ttl)
-			ttl = l.expires_at - now;
-		c.long_url = l.long_url;
-		c.expires_at = l.expires_at;
-		io->cache.ops->fill(io->cache.impl, code, &c, (int) ttl);
-	}
-	l1_put(s, code, l.long_url, l.expires_at, now, epoch);
-	*out =
-	    resolve_reply(s, a, l.long_url, strlen(l.long_url), l.expires_at);
 	return (CM_OK);
 }
 

@@ -47,11 +47,9 @@ struct shortener_config {
 	enum shortener_code_mode mode;
 	const char *id_key;          /* key of the id permutation */
 	const char *public_base_url; /* e.g. "http://localhost:8080" */
-	size_t l1_bytes;             /* in-process cache budget; 0: none */
-	int l1_ttl_s;                /* positive entries (default 60) */
-	int l1_negative_ttl_s;       /* unknown codes (default 3) */
-	int cache_ttl_s;             /* shared cache entries (default 3600) */
-	int tombstone_ttl_s;         /* shared cache tombstones (default 300) */
+	int expired_ttl_s;           /* cached expired links (default 3) */
+	int cache_ttl_s;             /* cached links (default 3600) */
+	int tombstone_ttl_s;         /* cache tombstones (default 300) */
 	int64_t (*now)(void);        /* Unix seconds; NULL: the wall clock */
 };
 
@@ -115,10 +113,6 @@ void shortener_retry_invalidations(struct shortener *s,
                                    struct shortener_io *io);
 /* Invalidations waiting for a retry (for health and tests). */
 size_t shortener_pending_invalidations(struct shortener *s);
-
-/* From the invalidation subscriber: drop one code / everything locally. */
-void shortener_forget_local(struct shortener *s, const char *code, size_t len);
-void shortener_clear_local(struct shortener *s);
 
 /* ---- exposed for tests ---- */
 

@@ -40,13 +40,12 @@ struct fx {
 };
 
 static struct fx *
-fx_new(enum shortener_code_mode mode, const char *base, size_t l1_bytes)
+fx_new(enum shortener_code_mode mode, const char *base, bool cache)
 {
 	struct shortener_config c = {
 	    .mode = mode,
 	    .id_key = "test-key",
 	    .public_base_url = base,
-	    .l1_bytes = l1_bytes,
 	    .now = fake_clock,
 	};
 	struct fx *f = calloc(1, sizeof(*f));
@@ -57,7 +56,8 @@ fx_new(enum shortener_code_mode mode, const char *base, size_t l1_bytes)
 	assert_int_equal(shortener_new(&f->svc, &c, f->err, sizeof(f->err)),
 	                 CM_OK);
 	shortener_mem_store(f->mem, &f->io.store);
-	shortener_mem_cache(f->mem, &f->io.cache);
+	if (cache)
+		shortener_mem_cache(f->mem, &f->io.cache);
 	cm_arena_init(&f->a);
 	return (f);
 }
@@ -65,14 +65,14 @@ fx_new(enum shortener_code_mode mode, const char *base, size_t l1_bytes)
 static int
 setup_seq(void **state)
 {
-	*state = fx_new(SHORTENER_CODE_SEQUENTIAL, BASE, 1 << 20);
+	*state = fx_new(SHORTENER_CODE_SEQUENTIAL, BASE, true);
 	return (0);
 }
 
 static int
 setup_hash(void **state)
 {
-	*state = fx_new(SHORTENER_CODE_HASH, BASE, 1 << 20);
+	*state = fx_new(SHORTENER_CODE_HASH, BASE, true);
 	return (0);
 }
 
@@ -271,7 +271,8 @@ test_url_length(void **state)
 static void
 test_url_self_https_base(void **state)
 {
-	struct fx *f = fx_new(SHORTENER_CODE_SEQUENTIAL, "https://Sho.rt/", 0);
+	struct fx *f =
+	    fx_new(SHORTENER_CODE_SEQUENTIAL, "https://Sho.rt/", true);
 
 	*state = f; /* for the teardown */
 	assert_string_equal(shortener_base_url(f->svc), "https://Sho.rt");
@@ -784,7 +785,7 @@ test_delete_cache_down(void **state)
 }
 
 static void
-test_resolve_tiers(void **state)
+test_resolve_read_through(void **state)
 {
 	struct fx *f = *state;
 	struct fx *g;
@@ -793,7 +794,7 @@ test_resolve_tiers(void **state)
 	struct shortener_mem_stats st;
 
 	assert_int_equal(create(f, "", "http://e.com/t", NULL, 0, &u), CM_OK);
-	/* Miss everywhere: the store answers and both caches are filled. */
+	/* A miss: the store answers and the cache is filled. */
 	assert_int_equal(resolve(f, u->code, &r), CM_OK);
 	assert_string_equal(r->long_url, "http://e.com/t");
 	assert_false(r->expired);
@@ -802,79 +803,68 @@ test_resolve_tiers(void **state)
 	assert_int_equal(st.store_gets, 1);
 	assert_int_equal(st.cache_gets, 1);
 	assert_int_equal(st.cache_fills, 1);
-	/* L1 hit: neither the cache nor the store is asked. */
+	/* A hit: the store is not asked. */
 	assert_int_equal(resolve(f, u->code, &r), CM_OK);
-	shortener_mem_get_stats(f->mem, &st);
-	assert_int_equal(st.store_gets, 1);
-	assert_int_equal(st.cache_gets, 1);
-
-	/* An instance without L1 is served by the shared cache. */
-	g = fx_new(SHORTENER_CODE_SEQUENTIAL, BASE, 0);
-	shortener_mem_free(g->mem);
-	g->mem = f->mem;
-	g->io = f->io;
-	assert_int_equal(resolve(g, u->code, &r), CM_OK);
 	assert_string_equal(r->long_url, "http://e.com/t");
 	shortener_mem_get_stats(f->mem, &st);
 	assert_int_equal(st.store_gets, 1);
 	assert_int_equal(st.cache_gets, 2);
-	/* The cache down: served from the store. */
-	shortener_mem_set_down(f->mem, false, true);
-	assert_int_equal(resolve(g, u->code, &r), CM_OK);
-	shortener_mem_get_stats(f->mem, &st);
-	assert_int_equal(st.store_gets, 2);
-	/* Both down: unavailable, not a wrong answer. */
-	shortener_mem_set_down(f->mem, true, true);
-	assert_int_equal(resolve(g, u->code, &r), CM_UNAVAILABLE);
-	/* ...but the instance with L1 still answers. */
-	assert_int_equal(resolve(f, u->code, &r), CM_OK);
-	shortener_mem_set_down(f->mem, false, false);
 
+	/* An instance without a cache reads the store every time. */
+	g = fx_new(SHORTENER_CODE_SEQUENTIAL, BASE, false);
+	shortener_mem_free(g->mem);
+	g->mem = f->mem;
+	shortener_mem_store(g->mem, &g->io.store);
+	assert_int_equal(resolve(g, u->code, &r), CM_OK);
+	assert_int_equal(resolve(g, u->code, &r), CM_OK);
+	assert_string_equal(r->long_url, "http://e.com/t");
+	shortener_mem_get_stats(f->mem, &st);
+	assert_int_equal(st.store_gets, 3);
+	assert_int_equal(st.cache_gets, 2);
 	g->mem = shortener_mem_new();
 	teardown((void **) &g);
+
+	/* The cache down: served from the store, nothing filled. */
+	shortener_mem_set_down(f->mem, false, true);
+	assert_int_equal(resolve(f, u->code, &r), CM_OK);
+	assert_string_equal(r->long_url, "http://e.com/t");
+	shortener_mem_get_stats(f->mem, &st);
+	assert_int_equal(st.store_gets, 4);
+	assert_int_equal(st.cache_fills, 1);
+	/* Both down: unavailable, not a wrong answer. */
+	shortener_mem_set_down(f->mem, true, true);
+	assert_int_equal(resolve(f, u->code, &r), CM_UNAVAILABLE);
+	shortener_mem_set_down(f->mem, false, false);
 }
 
-/* Unknown codes are remembered briefly in L1; creating the alias clears
- * that at once. */
+/* Unknown codes are not found, and never cached as links; creating the
+ * alias afterwards makes it resolve.  Codes that cannot exist never reach
+ * the cache or the store. */
 static void
-test_resolve_negative(void **state)
+test_resolve_unknown(void **state)
 {
 	struct fx *f = *state;
 	Shortener__ResolveResponse *r;
 	struct shortener_mem_stats st;
 
 	assert_int_equal(resolve(f, "later", &r), CM_NOT_FOUND);
-	assert_int_equal(resolve(f, "later", &r), CM_NOT_FOUND);
 	shortener_mem_get_stats(f->mem, &st);
 	assert_int_equal(st.store_gets, 1);
-	assert_int_equal(st.cache_fills, 0); /* never in the shared cache */
+	assert_int_equal(st.cache_fills, 0);
 	assert_int_equal(create(f, "", "http://e.com/l", "later", 0, NULL),
 	                 CM_OK);
 	assert_int_equal(resolve(f, "later", &r), CM_OK);
 	assert_string_equal(r->long_url, "http://e.com/l");
+	shortener_mem_get_stats(f->mem, &st);
 	assert_int_equal(resolve(f, "not a code", &r), CM_NOT_FOUND);
 	assert_int_equal(resolve(f, "", &r), CM_NOT_FOUND);
-}
-
-/* An invalidation from another instance drops the L1 copy. */
-static void
-test_forget_local(void **state)
-{
-	struct fx *f = *state;
-	Shortener__Url *u;
-	Shortener__ResolveResponse *r;
-	struct shortener_mem_stats st;
-
-	assert_int_equal(create(f, "", "http://e.com/f", NULL, 0, &u), CM_OK);
-	assert_int_equal(resolve(f, u->code, &r), CM_OK);
-	shortener_forget_local(f->svc, u->code, strlen(u->code));
-	assert_int_equal(resolve(f, u->code, &r), CM_OK);
-	shortener_mem_get_stats(f->mem, &st);
-	assert_int_equal(st.cache_gets, 2);
-	shortener_clear_local(f->svc);
-	assert_int_equal(resolve(f, u->code, &r), CM_OK);
-	shortener_mem_get_stats(f->mem, &st);
-	assert_int_equal(st.cache_gets, 3);
+	assert_int_equal(resolve(f, "../etc", &r), CM_NOT_FOUND);
+	{
+		struct shortener_mem_stats after;
+		shortener_mem_get_stats(f->mem, &after);
+		assert_int_equal(after.store_gets, st.store_gets);
+		assert_int_equal(after.cache_gets, st.cache_gets);
+	}
 }
 
 /* ---- clicks ---- */
@@ -984,11 +974,9 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_delete, setup_seq, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_cache_down, setup_seq,
 	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_resolve_tiers, setup_seq,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_resolve_negative, setup_seq,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_forget_local, setup_seq,
+	    cmocka_unit_test_setup_teardown(test_resolve_read_through,
+	                                    setup_seq, teardown),
+	    cmocka_unit_test_setup_teardown(test_resolve_unknown, setup_seq,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_clicks, setup_seq, teardown),
 	    cmocka_unit_test_setup_teardown(test_store_down, setup_seq,

@@ -97,28 +97,15 @@ typedef int (*shortener_load_fn)(void *arg, const char *code, cm_arena *a,
 struct shortener_cache_ops {
 	const char *name;
 	/*
-	 * Read-through (optional; the multi-level engine implements it):
-	 * answers from the cache levels or calls load, with single-flight,
-	 * leases, stale-if-error and negative caching.  CM_OK (*out from a),
-	 * CM_NOT_FOUND, or load's error.  When set, the domain keeps no L1
-	 * of its own and get/fill are not used.
+	 * Read-through: answers from the cache's levels or calls load and
+	 * caches its answer, never over a tombstone (so a fill that raced a
+	 * delete cannot resurrect the code); with the cache down, calls
+	 * load.  CM_OK (*out from a), CM_NOT_FOUND, or load's error.  The
+	 * engine adds single-flight, leases, stale-if-error and negative
+	 * caching.
 	 */
 	int (*resolve)(void *impl, const char *code, shortener_load_fn load,
 	               void *arg, cm_arena *a, struct shortener_cached *out);
-	/*
-	 * CM_OK: a hit, *out filled (strings from a).  CM_NOT_FOUND: the code
-	 * is known to be deleted (a tombstone).  Any other code: a miss, or
-	 * the cache is down; the caller goes to the store.
-	 */
-	int (*get)(void *impl, const char *code, cm_arena *a,
-	           struct shortener_cached *out);
-	/*
-	 * Caches v for ttl_s seconds unless the key already holds something
-	 * (a value or a tombstone), so a fill that raced a delete cannot
-	 * resurrect the code.  Best effort: failures are ignored.
-	 */
-	void (*fill)(void *impl, const char *code,
-	             const struct shortener_cached *v, int ttl_s);
 	/*
 	 * Drops code from the cache, leaving a tombstone for tomb_ttl_s
 	 * seconds if tomb_ttl_s > 0, and publishes the code on the
@@ -163,7 +150,8 @@ void shortener_pg_close(struct shortener_store *st);
 /*
  * The multi-level cache engine (store_redis.c): namespace
  * SHORTENER_CACHE_NS of the shared engine (common/cache.h), values
- * "<expires_at> <long_url>", deletes leave engine tombstones; every
+ * "<expires_at> <long_url>", deletes leave engine tombstones (without
+ * read_through, resolve always calls the loader: a baseline); every
  * invalidation is also published on SHORTENER_INVALIDATE_CHANNEL with the
  * code as payload, for the gateways' redirect caches.  engine is shared
  * (thread-safe); the rest is per thread.
@@ -171,7 +159,7 @@ void shortener_pg_close(struct shortener_store *st);
 struct cm_cache;
 #define SHORTENER_CACHE_NS "shortener"
 void shortener_redis_open(struct shortener_cache *out, struct cm_cache *engine,
-                          const char *url, int timeout_ms);
+                          const char *url, int timeout_ms, bool read_through);
 void shortener_redis_close(struct shortener_cache *c);
 
 /*

@@ -374,39 +374,38 @@ mem_cache_find(struct shortener_mem *m, const char *code)
 	return (NULL);
 }
 
+/*
+ * Read-through: a cached link or tombstone answers; a miss calls load
+ * (outside the lock: it takes it for the store) and caches a link it
+ * finds, unless a tombstone appeared meanwhile.  With the cache down, load
+ * answers alone.
+ */
 static int
-mem_cache_get(void *impl, const char *code, cm_arena *a,
-              struct shortener_cached *out)
+mem_cache_resolve(void *impl, const char *code, shortener_load_fn load,
+                  void *arg, cm_arena *a, struct shortener_cached *out)
 {
 	struct shortener_mem *m = impl;
 	struct mem_cached *c;
-	int rv = CM_UNAVAILABLE;
+	int rv, ttl_s = 0;
+	bool down;
 
 	pthread_mutex_lock(&m->mu);
-	if (!m->cache_down) {
+	if (!(down = m->cache_down)) {
 		m->stats.cache_gets++;
-		if ((c = mem_cache_find(m, code)) == NULL) {
-			rv = CM_UNAVAILABLE; /* a miss */
-		} else if (c->long_url == NULL) {
+		if ((c = mem_cache_find(m, code)) != NULL) {
 			rv = CM_NOT_FOUND;
-		} else {
-			out->long_url = cm_arena_strdup(a, c->long_url);
-			out->expires_at = c->expires_at;
-			rv = CM_OK;
+			if (c->long_url != NULL) {
+				out->long_url = cm_arena_strdup(a, c->long_url);
+				out->expires_at = c->expires_at;
+				rv = CM_OK;
+			}
+			pthread_mutex_unlock(&m->mu);
+			return (rv);
 		}
 	}
 	pthread_mutex_unlock(&m->mu);
-	return (rv);
-}
-
-static void
-mem_cache_fill(void *impl, const char *code, const struct shortener_cached *v,
-               int ttl_s)
-{
-	struct shortener_mem *m = impl;
-	struct mem_cached *c;
-
-	(void) ttl_s;
+	if ((rv = load(arg, code, a, out, &ttl_s)) != CM_OK || down)
+		return (rv);
 	pthread_mutex_lock(&m->mu);
 	if (!m->cache_down && mem_cache_find(m, code) == NULL) {
 		m->stats.cache_fills++;
@@ -414,10 +413,11 @@ mem_cache_fill(void *impl, const char *code, const struct shortener_cached *v,
 		                 sizeof(*m->cached));
 		c = &m->cached[m->ncached++];
 		c->code = xstrdup(code);
-		c->long_url = xstrdup(v->long_url);
-		c->expires_at = v->expires_at;
+		c->long_url = xstrdup(out->long_url);
+		c->expires_at = out->expires_at;
 	}
 	pthread_mutex_unlock(&m->mu);
+	return (CM_OK);
 }
 
 static int
@@ -463,8 +463,7 @@ mem_cache_ping(void *impl)
 
 static const struct shortener_cache_ops mem_cache_ops = {
     .name = "mem",
-    .get = mem_cache_get,
-    .fill = mem_cache_fill,
+    .resolve = mem_cache_resolve,
     .invalidate = mem_cache_invalidate,
     .ping = mem_cache_ping,
 };

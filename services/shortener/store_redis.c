@@ -7,7 +7,9 @@
  * L2 (Redis), then the loader the domain passes (PostgreSQL), with
  * single-flight per instance, a lease across instances, stale-if-error
  * and negative caching.  A value is "<expires_at> <long_url>" (expires_at
- * in Unix seconds, 0 = never; a URL holds no space).
+ * in Unix seconds, 0 = never; a URL holds no space).  Opened without
+ * read_through (SHORTENER_CACHE=off, a baseline for benchmarks), resolve
+ * calls the loader every time; deletes still go through the engine.
  *
  * invalidate is the engine's delete, which leaves a tombstone for
  * tomb_ttl_s (loader fills never overwrite one, so a resolve that read the
@@ -105,6 +107,17 @@ redis_resolve(void *impl, const char *code, shortener_load_fn load, void *arg,
 	return (rv);
 }
 
+/* SHORTENER_CACHE=off: every resolve loads. */
+static int
+direct_resolve(void *impl, const char *code, shortener_load_fn load, void *arg,
+               cm_arena *a, struct shortener_cached *out)
+{
+	int ttl_s;
+
+	(void) impl;
+	return (load(arg, code, a, out, &ttl_s));
+}
+
 static int
 redis_invalidate(void *impl, const char *code, int tomb_ttl_s)
 {
@@ -133,9 +146,16 @@ static const struct shortener_cache_ops redis_ops = {
     .ping = redis_ping,
 };
 
+static const struct shortener_cache_ops direct_ops = {
+    .name = "off",
+    .resolve = direct_resolve,
+    .invalidate = redis_invalidate,
+    .ping = redis_ping,
+};
+
 void
 shortener_redis_open(struct shortener_cache *out, cm_cache *engine,
-                     const char *url, int timeout_ms)
+                     const char *url, int timeout_ms, bool read_through)
 {
 	struct redis_cache *c;
 
@@ -143,7 +163,7 @@ shortener_redis_open(struct shortener_cache *out, cm_cache *engine,
 		fatal("event=redis_open");
 	c->engine = engine;
 	c->r = cm_redis_new(url, timeout_ms);
-	out->ops = &redis_ops;
+	out->ops = read_through ? &redis_ops : &direct_ops;
 	out->impl = c;
 }
 

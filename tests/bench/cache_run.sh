@@ -15,7 +15,12 @@
 #      and each client to CPU 1.  Each pair runs --rounds times, alternating;
 #      the best of each side is compared.
 #   2. L1 hit ratio, W-TinyLFU vs LRU at the same byte budget, Zipf(0.9)
-#      with a 10% scan (l1_hitratio).
+#      with a 10% scan (l1_hitratio);
+#   3. the shortener's redirect with the cache engine (SHORTENER_CACHE=engine)
+#      vs without it (=off: every redirect reads PostgreSQL): wrk -t2 -c64
+#      GET /<code> over 1000 codes through a gateway whose own redirect
+#      cache is off (GATEWAY_CACHE_BYTES=0), so every redirect reaches the
+#      shortener; --rounds alternating runs, best of each.
 # Everything it started is stopped on exit.
 set -euo pipefail
 
@@ -41,11 +46,15 @@ while [ $# -gt 0 ]; do
 done
 command -v redis-benchmark >/dev/null ||
 	stack_die "redis-benchmark is missing: apt-get install redis-tools"
+for t in wrk curl psql; do
+	command -v "$t" >/dev/null || stack_die "$t is missing"
+done
 
 BUILD=$ROOT/build-bench
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
 	-DBUILD_TESTING=ON >/dev/null
-cmake --build "$BUILD" -j2 --target cache cache_bench l1_hitratio >/dev/null
+cmake --build "$BUILD" -j2 --target cache cache_bench l1_hitratio \
+	shortener gateway >/dev/null
 
 bench_init cbench
 bench_redis
@@ -101,6 +110,59 @@ if [ "$(nproc)" -ge 2 ]; then
 | **ratio, equal CPUs** | **$(ratio "$CR" "$RB")x** |"
 fi
 hr=$("$BUILD/tests/bench/l1_hitratio")
+
+# 3. The shortener's redirect, engine vs off, behind a gateway that does
+# not cache redirects itself.
+bench_pg
+SH_PORT=$(stack_free_port)
+GW_PORT=$(stack_free_port)
+export SHORTENER_LISTEN=tcp://127.0.0.1:$SH_PORT
+export SHORTENER_ADDR=tcp://127.0.0.1:$SH_PORT
+export GATEWAY_LISTEN=127.0.0.1:$GW_PORT PUBLIC_BASE_URL=http://bench.test
+export GATEWAY_RATELIMIT=0 GATEWAY_CACHE_BYTES=0
+SH_PID=
+shortener_start() {
+	if [ -n "$SH_PID" ]; then
+		kill -TERM "$SH_PID" && wait "$SH_PID" || true
+	fi
+	SHORTENER_CACHE=$1 bench_spawn "shortener-$1" \
+		"$BUILD/services/shortener/shortener"
+	SH_PID=${BENCH_PIDS[-1]}
+	bench_wait_healthy "$BUILD/services/shortener/shortener" \
+		"$SHORTENER_ADDR"
+	# The gateway redials within its backoff (20 ms at first).
+	for _ in $(seq 50); do
+		curl -s -o /dev/null -w '%{http_code}' \
+			"http://127.0.0.1:$GW_PORT/healthz" | grep -q 200 && break
+		sleep 0.1
+	done
+}
+shortener_start engine
+bench_spawn gateway "$BUILD/services/gateway/gateway"
+bench_wait_healthy "$BUILD/services/gateway/gateway" "http://127.0.0.1:$GW_PORT"
+bench_seed_links "$GW_PORT" 1000 c "$GW_PORT"
+# redirect_rps: wrk over the codes; prints requests/s and p99 (ms).
+redirect_rps() {
+	local out
+	out=$(CODES=$WORK/codes.txt wrk -t2 -c64 -d"${DURATION}s" \
+		-s "$ROOT/tests/bench/redirect.lua" "http://127.0.0.1:$GW_PORT" 2>&1)
+	if echo "$out" | grep -q 'Non-2xx'; then
+		echo "$out" >&2
+		stack_die "redirects failed"
+	fi
+	echo "$(echo "$out" | awk '/^Requests\/sec:/{printf "%.0f", $2}') \
+$(echo "$out" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
+}
+RE=0 RO=0 PE=- PO=-
+for r in $(seq "$ROUNDS"); do
+	for m in off engine; do
+		shortener_start "$m"
+		read -r rps p99 < <(redirect_rps)
+		echo "shortener round $r: SHORTENER_CACHE=$m $rps redirects/s p99 ${p99}ms" >&2
+		if [ "$m" = engine ] && [ "$rps" -gt "$RE" ]; then RE=$rps PE=$p99; fi
+		if [ "$m" = off ] && [ "$rps" -gt "$RO" ]; then RO=$rps PO=$p99; fi
+	done
+done
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 cat <<OUT
 
@@ -114,4 +176,11 @@ $CLIENTS clients, one call in flight each; cache: $SOCKETS client sockets, $WORK
 $PINNED
 
 $hr
+
+shortener redirect (wrk -t2 -c64, 1000 codes, gateway redirect cache off), best of $ROUNDS x ${DURATION}s
+| shortener | redirects/s | p99 ms |
+|---|---:|---:|
+| without the engine (SHORTENER_CACHE=off: PostgreSQL) | $RO | $PO |
+| with the engine (SHORTENER_CACHE=engine) | $RE | $PE |
+| **engine / without** | **$(ratio "$RE" "$RO")x** | |
 OUT
