@@ -58,7 +58,7 @@ struct cm_rpc_client {
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
 	pthread_t reaper;
-	int closing;
+	atomic_int closing;   /* written under mtx, read without it */
 	atomic_int connected; /* written under mtx, read without it */
 	struct call slots[NSLOTS];
 	struct call *free_list;
@@ -116,10 +116,7 @@ recv_cb(void *arg)
 	Rpc__Reply *rep;
 
 	if (nng_aio_result(c->recv_aio) != 0) {
-		pthread_mutex_lock(&c->mtx);
-		int closing = c->closing;
-		pthread_mutex_unlock(&c->mtx);
-		if (!closing)
+		if (!atomic_load(&c->closing))
 			nng_recv_aio(c->sock, c->recv_aio);
 		return;
 	}
@@ -152,10 +149,7 @@ recv_cb(void *arg)
 	}
 next:
 	nng_msg_free(msg);
-	pthread_mutex_lock(&c->mtx);
-	int closing = c->closing;
-	pthread_mutex_unlock(&c->mtx);
-	if (!closing)
+	if (!atomic_load(&c->closing))
 		nng_recv_aio(c->sock, c->recv_aio);
 }
 
