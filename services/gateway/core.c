@@ -1,7 +1,7 @@
 /*
  * Small pure helpers of the gateway: buffers, validation of request ids and
  * codes, status texts, JSON error bodies, request-target splitting and
- * percent-decoding, and the redirect cache's entry format.
+ * percent-decoding, and the redirect cache's value format.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -489,59 +489,38 @@ gw_query_next(const char **cur, const char *end, const char **k, size_t *klen,
 	return (false);
 }
 
-static void
-put64(uint8_t *p, int64_t v)
-{
-	uint64_t u = (uint64_t) v;
-	int i;
-
-	for (i = 0; i < 8; i++)
-		p[i] = (uint8_t) (u >> (8 * i));
-}
-
-static int64_t
-get64(const uint8_t *p)
-{
-	uint64_t u = 0;
-	int i;
-
-	for (i = 0; i < 8; i++)
-		u |= (uint64_t) p[i] << (8 * i);
-	return ((int64_t) u);
-}
-
 size_t
-gw_redir_encode(const struct gw_redir *e, void *buf, size_t buflen)
+gw_redir_format(const struct gw_redir *e, char *buf, size_t buflen)
 {
-	uint8_t *p = buf;
-	size_t n = GW_REDIR_HDR + e->url_len;
+	int n;
 
-	if (n > buflen)
+	if (e->expires_at < 0 || e->url_len > INT32_MAX)
 		return (0);
-	p[0] = (uint8_t) e->kind;
-	put64(p + 1, e->expires_at);
-	put64(p + 9, e->filled_ms);
-	if (e->url_len)
-		memcpy(p + GW_REDIR_HDR, e->url, e->url_len);
-	return (n);
+	n = snprintf(buf, buflen, "%lld %.*s", (long long) e->expires_at,
+	             (int) e->url_len, e->url != NULL ? e->url : "");
+	if (n < 0 || (size_t) n >= buflen)
+		return (0);
+	return ((size_t) n);
 }
 
 int
-gw_redir_decode(const void *buf, size_t len, struct gw_redir *e)
+gw_redir_parse(const void *buf, size_t len, struct gw_redir *e)
 {
-	const uint8_t *p = buf;
+	const char *p = buf, *end = p + len;
+	int64_t v = 0;
+	size_t digits = 0;
 
-	if (len < GW_REDIR_HDR)
+	for (; p < end && *p >= '0' && *p <= '9'; p++, digits++) {
+		if (v > (INT64_MAX - (*p - '0')) / 10)
+			return (-1);
+		v = v * 10 + (*p - '0');
+	}
+	if (digits == 0 || p == end || *p != ' ')
 		return (-1);
-	if (p[0] < GW_REDIR_URL || p[0] > GW_REDIR_EXPIRED)
-		return (-1);
-	e->kind = p[0];
-	e->expires_at = get64(p + 1);
-	e->filled_ms = get64(p + 9);
-	e->url = (const char *) p + GW_REDIR_HDR;
-	e->url_len = len - GW_REDIR_HDR;
-	if (e->kind == GW_REDIR_URL && e->url_len == 0)
-		return (-1);
+	p++;
+	e->expires_at = v;
+	e->url = p;
+	e->url_len = (size_t) (end - p);
 	return (0);
 }
 

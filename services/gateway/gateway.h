@@ -5,9 +5,11 @@
  * Threads.  GATEWAY_THREADS event loops, each with its own listening
  * socket on the same port (SO_REUSEPORT: the kernel spreads connections),
  * its own connections, click counters and access-log buffer; nothing on
- * the request path is shared between loops except the redirect cache
- * (sharded locks) and metrics (atomics).  The main thread only waits for
- * a signal and tells every loop to drain.
+ * the request path is shared between loops except the redirect cache (the
+ * cache engine's L1: sharded locks) and metrics (atomics).  The main thread
+ * only waits for a signal and tells every loop to drain; the redirect
+ * cache's keeper thread (rcache.c) does the little of the cache's work
+ * that needs Redis, so that no loop ever waits for it.
  *
  * A request's life.  The parser (http.c) assembles the request in the
  * connection's arena and pauses at its end; handler.c routes it at
@@ -36,8 +38,7 @@
 #include <uv.h>
 
 #include "arena.h"
-#include "invalidate.h"
-#include "l1cache.h"
+#include "cache.h"
 #include "metrics.h"
 #include "rpc/rpc.h"
 
@@ -71,10 +72,37 @@ struct gw_config {
 
 extern struct gw_config gw_cfg;
 extern struct gw_router gw_router;
-extern cm_l1 *gw_cache;
-extern cm_invalidator *gw_invalidator;
-/* False while the invalidation subscription is down (see redirect.c). */
-extern atomic_bool gw_inval_ok;
+
+/* ---- the redirect cache (rcache.c) ---- */
+
+/*
+ * The cache engine's key prefix and namespace: the shortener's, so that
+ * its deletes reach this cache.  They must equal the prefix given to
+ * cm_cache_new in services/shortener/main.c and SHORTENER_CACHE_NS
+ * (services/shortener/store.h); a service cannot include another's
+ * headers, hence the copies.
+ */
+#define GW_RCACHE_PREFIX "cache"
+#define GW_RCACHE_NS     "shortener"
+
+/* The engine; NULL when there is no redirect cache.  Loop threads call
+ * only cm_cache_l1_lookup, cm_cache_l1_fill and the functions below. */
+extern cm_cache *gw_rcache;
+
+/* main.c: before the loops start / after they have ended. */
+void gw_rcache_start(void);
+void gw_rcache_stop(void);
+/* True if the L1 holds a value (not a negative entry) for code. */
+bool gw_rcache_holds(const char *code, size_t clen);
+/* Drops the whole L1 (an invalidation that should have come did not). */
+void gw_rcache_clear(void);
+/*
+ * For /healthz: false while the cache cannot be used (its invalidation
+ * subscription is down, or the namespace's version is not known yet), so
+ * that every redirect asks the shortener; *detail (static text) says why.
+ * A gateway without a redirect cache is fine ("off").
+ */
+bool gw_rcache_state(const char **detail);
 
 /* ---- upstreams (upstream.c) ---- */
 
@@ -141,6 +169,7 @@ struct gw_loop {
 	uv_async_t async; /* upstream completions and the drain signal */
 	uv_timer_t sweep; /* timeouts, access-log flush */
 	uv_timer_t flush; /* click counters */
+	uv_timer_t hold;  /* answers held for the redirect cache */
 	pthread_t thread;
 	atomic_bool drain_requested;
 
@@ -154,6 +183,7 @@ struct gw_loop {
 	int64_t drain_deadline;  /* uv_now */
 	struct gw_conn *conns;   /* live connections */
 	struct gw_conn *zombies; /* closed, waiting for an upstream call */
+	struct gw_conn *held;    /* answers held: DELETEs (handler.c) */
 	size_t nconns;
 
 	char rbuf[GW_RBUF_SIZE]; /* read buffer shared by the connections */
@@ -253,11 +283,16 @@ struct gw_req {
 	gw_reply_cb on_reply;
 	int pending;         /* calls awaiting replies */
 	int64_t deadline;    /* uv_now by which an answer is due */
-	uint64_t epoch;      /* redirect cache epoch before a miss */
 	void *hstate;        /* handler state (health) */
 	bool rl_done;        /* rate limit check passed (ratelimit.c) */
 	void *rl_state;      /* the check in flight (ratelimit.c) */
 	const char *rl_hdrs; /* RateLimit headers for the response */
+
+	/* the redirect cache (redirect.c, handler.c) */
+	cm_cache_ticket ticket; /* from a miss, for the fill */
+	int held_status;        /* an answer held back until a code is */
+	const char *held_body;  /* out of the cache; body in the arena */
+	size_t held_len;
 
 	/* response */
 	int status;
@@ -281,7 +316,10 @@ struct gw_conn {
 	cm_arena arena;
 	struct gw_req req;
 	uint64_t seq; /* request number; stale replies are dropped */
-	int refs;     /* upstream calls referring to this conn */
+	int refs;     /* upstream calls (and a held answer) referring to it */
+	struct gw_conn *held_next; /* on loop->held */
+	uint64_t held_seq;         /* the request that waits */
+	int64_t held_until;        /* uv_now: stop waiting */
 	int64_t last_ms;
 	int64_t linger_ms;
 	bool writing, reading, busy, in_req, closing, closed;
@@ -346,9 +384,6 @@ void gw_error_from_reply(struct gw_conn *c, const struct gw_upstream *u,
 /* redirect.c */
 void gw_redirect_handle(struct gw_conn *c);
 void gw_clicks_flush(struct gw_loop *l, bool final);
-void gw_inval_on_key(void *arg, const char *key, size_t len);
-void gw_inval_on_reset(void *arg);
-void gw_inval_poll(void);
 
 /* ratelimit.c */
 void gw_ratelimit_init(void);

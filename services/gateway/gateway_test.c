@@ -927,11 +927,9 @@ test_error_json_and_status(void **state)
 }
 
 static void
-test_redirect_entry(void **state)
+test_redirect_value(void **state)
 {
-	struct gw_redir e = {.kind = GW_REDIR_URL,
-	                     .expires_at = 1234567890123,
-	                     .filled_ms = -5,
+	struct gw_redir e = {.expires_at = 1234567890123,
 	                     .url = "https://e.com/",
 	                     .url_len = 14};
 	struct gw_redir d;
@@ -939,23 +937,36 @@ test_redirect_entry(void **state)
 	size_t n;
 
 	(void) state;
-	n = gw_redir_encode(&e, buf, sizeof(buf));
-	assert_int_equal(n, GW_REDIR_HDR + 14);
-	assert_int_equal(gw_redir_decode(buf, n, &d), 0);
-	assert_int_equal(d.kind, GW_REDIR_URL);
+	/* The shortener's format: "<expires_at> <long_url>". */
+	n = gw_redir_format(&e, buf, sizeof(buf));
+	assert_int_equal(n, 28);
+	assert_string_equal(buf, "1234567890123 https://e.com/");
+	assert_int_equal(gw_redir_parse(buf, n, &d), 0);
 	assert_true(d.expires_at == 1234567890123);
-	assert_true(d.filled_ms == -5);
 	assert_int_equal(d.url_len, 14);
 	assert_memory_equal(d.url, "https://e.com/", 14);
-	assert_int_equal(gw_redir_encode(&e, buf, 20), 0);
-	assert_int_equal(gw_redir_decode(buf, 5, &d), -1);
-	buf[0] = 9;
-	assert_int_equal(gw_redir_decode(buf, n, &d), -1);
-	e.kind = GW_REDIR_NOT_FOUND;
-	e.url_len = 0;
-	n = gw_redir_encode(&e, buf, sizeof(buf));
-	assert_int_equal(gw_redir_decode(buf, n, &d), 0);
-	assert_int_equal(d.kind, GW_REDIR_NOT_FOUND);
+	/* Exactly what fits: 28 bytes and the NUL. */
+	assert_int_equal(gw_redir_format(&e, buf, 29), 28);
+	assert_int_equal(gw_redir_format(&e, buf, 28), 0);
+	e.expires_at = -1;
+	assert_int_equal(gw_redir_format(&e, buf, sizeof(buf)), 0);
+
+	/* Never expires; an empty URL parses (an expired entry may have
+	 * none); anything else is malformed. */
+	assert_int_equal(gw_redir_parse("0 https://e.com/a?b=c d", 23, &d), 0);
+	assert_true(d.expires_at == 0);
+	assert_int_equal(d.url_len, 21);
+	assert_int_equal(gw_redir_parse("42 ", 3, &d), 0);
+	assert_true(d.expires_at == 42);
+	assert_int_equal(d.url_len, 0);
+	assert_int_equal(gw_redir_parse("", 0, &d), -1);
+	assert_int_equal(gw_redir_parse("42", 2, &d), -1);
+	assert_int_equal(gw_redir_parse(" https://e.com/", 15, &d), -1);
+	assert_int_equal(gw_redir_parse("-1 https://e.com/", 17, &d), -1);
+	assert_int_equal(gw_redir_parse("4x2 https://e.com/", 18, &d), -1);
+	assert_int_equal(gw_redir_parse("99999999999999999999 u", 22, &d), -1);
+	assert_int_equal(gw_redir_parse("9223372036854775807 u", 21, &d), 0);
+	assert_true(d.expires_at == INT64_MAX);
 
 	/* TTL: the maximum, never past expiry. */
 	assert_true(gw_redir_ttl_ms(1000000, 0, 60000) == 60000);
@@ -1032,7 +1043,7 @@ main(void)
 	    cmocka_unit_test(test_split_target),
 	    cmocka_unit_test(test_query_and_pct),
 	    cmocka_unit_test(test_error_json_and_status),
-	    cmocka_unit_test(test_redirect_entry),
+	    cmocka_unit_test(test_redirect_value),
 	    cmocka_unit_test(test_clicks),
 	};
 

@@ -8,7 +8,7 @@
  *   proxy.c      IP addresses, TRUSTED_PROXIES and X-Forwarded-For
  *   clicks.c     the per-thread click counter map
  *   core.c       small helpers: buffers, request ids, redirect codes,
- *                status texts, JSON error bodies, redirect cache entries
+ *                status texts, JSON error bodies, redirect cache values
  */
 #ifndef GW_CORE_H
 #define GW_CORE_H
@@ -96,29 +96,40 @@ int gw_pct_decode(const char *s, size_t len, bool plus_space, cm_arena *a,
 bool gw_query_next(const char **cur, const char *end, const char **k,
                    size_t *klen, const char **v, size_t *vlen);
 
-/* ---- the redirect cache entry (value stored in cm_l1) ---- */
+/* ---- the redirect cache value (core.c) ---- */
 
-enum gw_redir_kind {
-	GW_REDIR_URL = 1,       /* a live link */
-	GW_REDIR_NOT_FOUND = 2, /* negative entry */
-	GW_REDIR_EXPIRED = 3,   /* the link exists but has expired */
-};
-
+/*
+ * A cached redirect, in the shortener's value format for namespace
+ * "shortener" of the cache engine: "<expires_at> <long_url>", expires_at
+ * in decimal Unix seconds (0 = never), the URL as is (it holds no space).
+ * A link the shortener reported expired is cached the same way, with an
+ * expires_at in the past; an unknown code is the engine's negative entry.
+ */
 struct gw_redir {
-	int kind;
 	int64_t expires_at; /* Unix seconds; 0 = never */
-	int64_t filled_ms;  /* wall clock when cached */
-	const char *url;    /* points into the encoded buffer */
+	const char *url;    /* gw_redir_parse: points into the value */
 	size_t url_len;
 };
 
-#define GW_REDIR_HDR 17 /* kind + expires_at + filled_ms */
-#define GW_REDIR_MAX (GW_REDIR_HDR + 4096)
+/* Redirect targets longer than this are refused (502). */
+#define GW_REDIR_URL_MAX 4096
+/*
+ * Longer values are not cached: cm_cache_l1_lookup copies a value through
+ * a 4 KiB buffer together with its own header, so one that does not fit
+ * would never be found and would be filled again on every request.
+ */
+#define GW_REDIR_VALUE_MAX 4000
 
-/* Encodes e into buf; returns the length, or 0 if buflen is too small. */
-size_t gw_redir_encode(const struct gw_redir *e, void *buf, size_t buflen);
-/* Decodes an entry; 0, or -1 if malformed.  e->url points into buf. */
-int gw_redir_decode(const void *buf, size_t len, struct gw_redir *e);
+/*
+ * Writes e as "<expires_at> <url>" into buf, NUL-terminated; returns its
+ * length without the NUL, or 0 if it does not fit or expires_at < 0.
+ */
+size_t gw_redir_format(const struct gw_redir *e, char *buf, size_t buflen);
+/*
+ * Parses "<expires_at> <url>": 0, or -1 if malformed.  e->url points into
+ * buf and may be empty (the caller decides whether it can be served).
+ */
+int gw_redir_parse(const void *buf, size_t len, struct gw_redir *e);
 /*
  * How long a link may stay cached: max_ms, but never past its expiry.
  * Returns <= 0 when it must not be cached at all.
@@ -150,7 +161,7 @@ enum gw_body {
 
 /* Route flags. */
 #define GW_RF_DROP_CODE                                                        \
-	0x1 /* on success, drop {code} from the redirect cache */
+	0x1 /* on success, answer once {code} is out of the redirect cache */
 /* A cacheable GET: ETag (a hash of the body) and Cache-Control are set,
  * and a matching If-None-Match is answered 304. */
 #define GW_RF_ETAG 0x100

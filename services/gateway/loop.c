@@ -122,6 +122,9 @@ loop_close_handles(struct gw_loop *l)
 	uv_close((uv_handle_t *) &l->async, NULL);
 	uv_close((uv_handle_t *) &l->sweep, NULL);
 	uv_close((uv_handle_t *) &l->flush, NULL);
+	/* Held answers left here belong to closed connections (zombies). */
+	uv_close((uv_handle_t *) &l->hold, NULL);
+	l->held = NULL;
 	if (l->clicks.n > 0) {
 		size_t it = 0, len;
 		const char *code;
@@ -220,8 +223,6 @@ on_sweep(uv_timer_t *t)
 	}
 	gw_alog_flush(l);
 	gw_metrics_loop_flush(l);
-	if (l->id == 0)
-		gw_inval_poll();
 	if (l->draining)
 		gw_loop_maybe_finish(l);
 }
@@ -264,6 +265,8 @@ gw_loop_init(struct gw_loop *l, unsigned id, int *port)
 	l->sweep.data = l;
 	uv_timer_init(&l->loop, &l->flush);
 	l->flush.data = l;
+	uv_timer_init(&l->loop, &l->hold);
+	l->hold.data = l;
 
 	if ((fd = listen_socket(gw_cfg.listen_host, *port, &bound)) < 0)
 		return (-1);

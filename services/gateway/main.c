@@ -2,8 +2,8 @@
  * gateway: HTTP/1.1 + JSON in front of the services.
  *
  * Wiring only: configuration, the route table, upstream clients, the
- * redirect cache and its invalidation subscription, one event loop per
- * thread, and signals.  Signals are blocked in every thread (before any is
+ * redirect cache (a cache engine, rcache.c), one event loop per thread,
+ * and signals.  Signals are blocked in every thread (before any is
  * started) and taken here with sigwait; the main thread then asks each
  * loop to drain and waits for them to finish.
  */
@@ -25,7 +25,6 @@
 
 struct gw_config gw_cfg;
 struct gw_router gw_router;
-cm_l1 *gw_cache;
 
 /* Splits GATEWAY_LISTEN: "host:port", "[v6]:port", ":port" or "port",
  * optionally prefixed by http:// or tcp://. */
@@ -146,25 +145,6 @@ routes_load(void)
 	}
 }
 
-static void
-invalidator_start(void)
-{
-	cm_invalidator_config ic = {
-	    .redis_url = gw_cfg.redis_url,
-	    .channel = "shortener:invalidate",
-	    .on_key = gw_inval_on_key,
-	    .on_reset = gw_inval_on_reset,
-	};
-
-	if (gw_cache == NULL || gw_cfg.redis_url[0] == '\0')
-		return;
-	if (cm_invalidator_start(&gw_invalidator, &ic) != 0) {
-		log_warnx("event=invalidator msg=\"not started; cached "
-		          "redirects are trusted for 1 s only\"");
-		gw_invalidator = NULL;
-	}
-}
-
 static int
 gw_serve(void)
 {
@@ -176,10 +156,8 @@ gw_serve(void)
 	routes_load();
 	gw_upstreams_open();
 	gw_ratelimit_init();
-	if (gw_cfg.cache_bytes > 0)
-		gw_cache = cm_l1_new(gw_cfg.cache_bytes, 0);
+	gw_rcache_start();
 	gw_metrics_init();
-	invalidator_start();
 	gw_alog_start();
 
 	gw_nloops = (size_t) gw_cfg.threads;
@@ -212,15 +190,12 @@ gw_serve(void)
 	for (i = 0; i < gw_nloops; i++)
 		pthread_join(gw_loops[i]->thread, NULL);
 
-	if (gw_invalidator != NULL)
-		cm_invalidator_stop(gw_invalidator);
 	gw_upstreams_close();
 	for (i = 0; i < gw_nloops; i++)
 		gw_loop_free(gw_loops[i]);
 	free(gw_loops);
 	gw_alog_stop();
-	if (gw_cache != NULL)
-		cm_l1_free(gw_cache);
+	gw_rcache_stop();
 	gw_ratelimit_fini();
 	gw_router_fini(&gw_router);
 	gw_trust_fini(&gw_cfg.trust);
@@ -344,7 +319,7 @@ static const cm_cli cli = {
         "  REDIRECT_STATUS            302 or 301 (302)\n"
         "  SHORTENER_ADDR             shortener RPC address(es) "
         "(tcp://127.0.0.1:7001)\n"
-        "  REDIS_URL                  for cache invalidation "
+        "  REDIS_URL                  the redirect cache's invalidations "
         "(redis://127.0.0.1:6379)\n"
         "  AUTH_JWT_SECRET            HS256 key (dev-secret-change-me)\n"
         "  METRICS_TOKEN              bearer token for non-loopback "

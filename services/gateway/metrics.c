@@ -6,7 +6,10 @@
  * gateway_upstream_errors_total{upstream,code},
  * gateway_upstream_duration_seconds{upstream} (upstream.c),
  * gateway_redirect_cache_{hits,misses}_total, gateway_clicks_{flushed,
- * dropped}_total, plus the cache's size as gauges at render time.
+ * dropped}_total, plus, read from the cache engine at render time, the
+ * redirect cache's size (entries, bytes, evictions), whether its
+ * invalidation subscription is up (while it is down every redirect is a
+ * miss), the invalidations it received and the times it was cleared.
  *
  * Request and cache counters are counted per loop in plain integers and
  * added to the shared atomic counters by the loop's sweep timer, so the
@@ -184,7 +187,7 @@ void
 gw_metrics_handle(struct gw_conn *c)
 {
 	struct gw_buf *s = &c->loop->scratch;
-	cm_l1_stats st;
+	cm_cache_stats st;
 	char *text;
 
 	if (!metrics_allowed(c)) {
@@ -201,8 +204,8 @@ gw_metrics_handle(struct gw_conn *c)
 	s->len = 0;
 	gw_buf_puts(s, text);
 	free(text);
-	if (gw_cache != NULL) {
-		cm_l1_get_stats(gw_cache, &st);
+	if (gw_rcache != NULL) {
+		cm_cache_get_stats(gw_rcache, &st);
 		gw_buf_printf(
 		    s,
 		    "# HELP gateway_redirect_cache_entries Entries in the "
@@ -217,10 +220,27 @@ gw_metrics_handle(struct gw_conn *c)
 		    "evicted "
 		    "for space.\n"
 		    "# TYPE gateway_redirect_cache_evictions_total counter\n"
-		    "gateway_redirect_cache_evictions_total %llu\n",
-		    (unsigned long long) st.entries,
-		    (unsigned long long) st.bytes,
-		    (unsigned long long) st.evictions);
+		    "gateway_redirect_cache_evictions_total %llu\n"
+		    "# HELP gateway_redirect_cache_subscribed 1 while the "
+		    "cache's invalidation subscription is up (else it is "
+		    "bypassed).\n"
+		    "# TYPE gateway_redirect_cache_subscribed gauge\n"
+		    "gateway_redirect_cache_subscribed %d\n"
+		    "# HELP gateway_redirect_cache_invalidations_total "
+		    "Invalidation messages received.\n"
+		    "# TYPE gateway_redirect_cache_invalidations_total "
+		    "counter\n"
+		    "gateway_redirect_cache_invalidations_total %llu\n"
+		    "# HELP gateway_redirect_cache_clears_total Times the "
+		    "cache was emptied (subscription re-established).\n"
+		    "# TYPE gateway_redirect_cache_clears_total counter\n"
+		    "gateway_redirect_cache_clears_total %llu\n",
+		    (unsigned long long) st.l1_entries,
+		    (unsigned long long) st.l1_bytes,
+		    (unsigned long long) st.l1_evictions,
+		    cm_cache_subscribed(gw_rcache) ? 1 : 0,
+		    (unsigned long long) st.invalidations,
+		    (unsigned long long) st.l1_clears);
 	}
 	gw_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
 	           s->p, s->len);

@@ -1,23 +1,25 @@
 /*
  * GET/HEAD /{code}: the redirect, the gateway's hot path.
  *
- * The cache.  One in-process cache (cm_l1, sharded, bounded in bytes)
- * shared by the loops maps a code to its entry (gwcore.h: kind,
- * expires_at, time cached, long URL).  A hit answers without leaving the
- * loop thread: one shard lock, one copy into a stack buffer, one response
- * appended to the connection's output.  A miss asks the shortener
- * (Resolve) and fills the cache with cm_l1_set_if and the epoch read
- * before the call, so a delete that raced the call is never undone by it.
- * Live links stay GATEWAY_CACHE_TTL_MS, never past their expiry; unknown
- * and expired codes are remembered for GATEWAY_NEGATIVE_TTL_MS.
+ * The cache.  The redirect cache is the L1 of the process's cache engine
+ * (rcache.c), shared by the loops, in the shortener's namespace and value
+ * format ("<expires_at> <long_url>"; an unknown code is the engine's
+ * negative entry).  A hit answers without leaving the loop thread:
+ * cm_cache_l1_lookup (no Redis; a shard lock and a copy of the value),
+ * one response appended to the connection's output.  A miss asks the
+ * shortener (Resolve) and fills the L1 with cm_cache_l1_fill and the
+ * ticket the lookup gave, so a delete broadcast while the call was out is
+ * never undone by it.  Live links stay GATEWAY_CACHE_TTL_MS, never past
+ * their expiry; unknown and expired codes are remembered for
+ * GATEWAY_NEGATIVE_TTL_MS (an expired link as its value, whose expires_at
+ * is past: it is answered 410).
  *
- * Invalidation.  The shortener publishes every deleted code on
- * "shortener:invalidate"; the subscription (common/invalidate) drops it
- * here, and clears everything whenever the subscription is re-established
- * (messages may have been lost meanwhile).  While it is down, an entry is
- * trusted for one second only, so a delete elsewhere still shows within a
- * second.  A DELETE proxied by this gateway drops the code itself before
- * answering (handler.c), so it is gone here at once.
+ * Invalidation is the engine's: the shortener deletes a code with
+ * cm_cache_delete, whose broadcast on the engine's channel drops it here.
+ * While the engine's subscription is down it trusts no L1 entry, so every
+ * redirect asks the shortener until the subscription is back (and the L1
+ * cleared).  A DELETE proxied by this gateway is answered only once the
+ * code is out of this L1 (handler.c), so it is gone here at once.
  *
  * Clicks.  Every redirect served counts one click in its loop's table
  * (no lock); a timer per loop sends the counts to the shortener
@@ -27,6 +29,7 @@
  * last flush is awaited before the loop ends.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -37,11 +40,7 @@
 #include "gateway.h"
 
 #define CLICK_BATCH      500
-#define UNSUBSCRIBED_MS  1000
 #define PERMANENT_MAXAGE 300
-
-cm_invalidator *gw_invalidator;
-atomic_bool gw_inval_ok;
 
 static struct gw_upstream *
 shortener_upstream(void)
@@ -92,25 +91,30 @@ respond_unknown(struct gw_conn *c)
 	gw_respond_error(c, 404, "NOT_FOUND", "no such link", NULL);
 }
 
-static void
-cache_fill(const char *code, size_t clen, int kind, int64_t expires_at,
-           const char *url, size_t ulen, int64_t ttl_ms, uint64_t epoch)
+static bool
+expired(int64_t expires_at)
 {
-	char buf[GW_REDIR_MAX];
-	struct gw_redir e = {
-	    .kind = kind,
-	    .expires_at = expires_at,
-	    .filled_ms = cm_now_ms(),
-	    .url = url,
-	    .url_len = ulen,
-	};
-	size_t n;
+	return (expires_at > 0 && cm_now_s() >= expires_at);
+}
 
-	if (gw_cache == NULL || ttl_ms <= 0)
+/*
+ * Caches what the shortener said about code for ttl_ms: e, or "not
+ * found" if e is NULL.  Only after a miss that gave a ticket; a value
+ * too long to be found again is not cached.
+ */
+static void
+cache_fill(struct gw_conn *c, const char *code, size_t clen,
+           const struct gw_redir *e, int64_t ttl_ms)
+{
+	char buf[GW_REDIR_VALUE_MAX + 1];
+	size_t n = 0;
+
+	if (gw_rcache == NULL || ttl_ms <= 0 || !c->req.ticket.valid)
 		return;
-	if ((n = gw_redir_encode(&e, buf, sizeof(buf))) == 0)
+	if (e != NULL && (n = gw_redir_format(e, buf, sizeof(buf))) == 0)
 		return;
-	cm_l1_set_if(gw_cache, code, clen, buf, n, ttl_ms, epoch);
+	cm_cache_l1_fill(gw_rcache, GW_RCACHE_NS, code, clen,
+	                 e != NULL ? buf : NULL, n, ttl_ms, &c->req.ticket);
 }
 
 static void
@@ -118,15 +122,16 @@ resolve_reply(struct gw_conn *c, int idx, const struct gw_reply *r)
 {
 	struct gw_req *rq = &c->req;
 	Shortener__ResolveResponse *resp;
+	struct gw_redir e;
 	const char *code;
 	size_t clen, ulen;
-	int64_t ttl;
+	bool usable;
+	int64_t now_s, ttl;
 
 	(void) idx;
 	code = gw_match_param(&rq->match, "code", &clen);
 	if (r->status == CM_NOT_FOUND) {
-		cache_fill(code, clen, GW_REDIR_NOT_FOUND, 0, NULL, 0,
-		           gw_cfg.negative_ttl_ms, rq->epoch);
+		cache_fill(c, code, clen, NULL, gw_cfg.negative_ttl_ms);
 		respond_unknown(c);
 		return;
 	}
@@ -141,25 +146,75 @@ resolve_reply(struct gw_conn *c, int idx, const struct gw_reply *r)
 		                 NULL);
 		return;
 	}
+	ulen = resp->long_url ? strlen(resp->long_url) : 0;
+	usable = ulen > 0 && ulen <= GW_REDIR_URL_MAX &&
+	         gw_header_safe(resp->long_url, ulen);
 	if (resp->expired) {
-		cache_fill(code, clen, GW_REDIR_EXPIRED, resp->expires_at, NULL,
-		           0, gw_cfg.negative_ttl_ms, rq->epoch);
+		/*
+		 * Cached as the link, with an expires_at this gateway's clock
+		 * also finds past, so that a hit says 410 as the shortener did.
+		 */
+		now_s = cm_now_s();
+		e.expires_at = resp->expires_at > 0 && resp->expires_at < now_s
+		                   ? resp->expires_at
+		                   : now_s;
+		e.url = usable ? resp->long_url : "";
+		e.url_len = usable ? ulen : 0;
+		cache_fill(c, code, clen, &e, gw_cfg.negative_ttl_ms);
 		respond_gone(c);
 		return;
 	}
-	ulen = resp->long_url ? strlen(resp->long_url) : 0;
-	if (ulen == 0 || ulen > GW_REDIR_MAX - GW_REDIR_HDR ||
-	    !gw_header_safe(resp->long_url, ulen)) {
+	if (!usable) {
 		log_warnx("event=bad_long_url code=%.*s", (int) clen, code);
 		gw_respond_error(c, 502, "INTERNAL", "unusable redirect target",
 		                 NULL);
 		return;
 	}
+	e.expires_at = resp->expires_at > 0 ? resp->expires_at : 0;
+	e.url = resp->long_url;
+	e.url_len = ulen;
 	ttl =
 	    gw_redir_ttl_ms(cm_now_ms(), resp->expires_at, gw_cfg.cache_ttl_ms);
-	cache_fill(code, clen, GW_REDIR_URL, resp->expires_at, resp->long_url,
-	           ulen, ttl, rq->epoch);
+	cache_fill(c, code, clen, &e, ttl);
 	redirect_send(c, code, clen, resp->long_url, ulen, resp->expires_at);
+}
+
+/*
+ * Answers from the redirect cache if it can.  On a miss returns false,
+ * with rq->ticket set if the engine can take a fill for this code.
+ */
+static bool
+redirect_cached(struct gw_conn *c, const char *code, size_t clen)
+{
+	cm_cache_value v;
+	struct gw_redir e;
+	bool gone;
+	int rv;
+
+	rv = cm_cache_l1_lookup(gw_rcache, GW_RCACHE_NS, code, clen, &v,
+	                        &c->req.ticket);
+	if (rv == CM_NOT_FOUND) {
+		gw_metrics_cache(c->loop, true);
+		respond_unknown(c);
+		return (true);
+	}
+	if (rv == CM_OK) {
+		if (gw_redir_parse(v.data, v.len, &e) == 0 &&
+		    ((gone = expired(e.expires_at)) || e.url_len > 0)) {
+			gw_metrics_cache(c->loop, true);
+			if (gone)
+				respond_gone(c);
+			else
+				redirect_send(c, code, clen, e.url, e.url_len,
+				              e.expires_at);
+			free(v.data);
+			return (true);
+		}
+		log_debug("event=bad_cached_value code=%.*s", (int) clen, code);
+		free(v.data);
+	}
+	gw_metrics_cache(c->loop, false);
+	return (false);
 }
 
 void
@@ -176,31 +231,8 @@ gw_redirect_handle(struct gw_conn *c)
 		respond_unknown(c);
 		return;
 	}
-	if (gw_cache != NULL) {
-		char buf[GW_REDIR_MAX];
-		struct gw_redir e;
-		long n;
-
-		n = cm_l1_get(gw_cache, code, clen, buf, sizeof(buf));
-		if (n >= 0 && (size_t) n <= sizeof(buf) &&
-		    gw_redir_decode(buf, (size_t) n, &e) == 0 &&
-		    (atomic_load_explicit(&gw_inval_ok, memory_order_relaxed) ||
-		     cm_now_ms() - e.filled_ms < UNSUBSCRIBED_MS)) {
-			gw_metrics_cache(c->loop, true);
-			if (e.kind == GW_REDIR_NOT_FOUND)
-				respond_unknown(c);
-			else if (e.kind == GW_REDIR_EXPIRED ||
-			         (e.expires_at > 0 &&
-			          cm_now_s() >= e.expires_at))
-				respond_gone(c);
-			else
-				redirect_send(c, code, clen, e.url, e.url_len,
-				              e.expires_at);
-			return;
-		}
-		gw_metrics_cache(c->loop, false);
-		rq->epoch = cm_l1_epoch(gw_cache, code, clen);
-	}
+	if (gw_rcache != NULL && redirect_cached(c, code, clen))
+		return;
 	req.code = cm_pbstr(code);
 	len = shortener__resolve_request__get_packed_size(&req);
 	payload = cm_arena_alloc(&c->arena, len ? len : 1);
@@ -317,33 +349,4 @@ gw_clicks_flush(struct gw_loop *l, bool final)
 	if (final)
 		log_info("event=clicks_final_flush loop=%u codes=%zu", l->id,
 		         n);
-}
-
-/* ---- invalidation (called on the subscriber's thread) ---- */
-
-void
-gw_inval_on_key(void *arg, const char *key, size_t len)
-{
-	(void) arg;
-	if (gw_cache != NULL)
-		cm_l1_del(gw_cache, key, len);
-}
-
-void
-gw_inval_on_reset(void *arg)
-{
-	(void) arg;
-	if (gw_cache != NULL)
-		cm_l1_clear(gw_cache);
-	atomic_store(&gw_inval_ok, true);
-}
-
-/* Loop 0's sweep notices a lost subscription (on_reset reports regains). */
-void
-gw_inval_poll(void)
-{
-	bool ok =
-	    gw_invalidator != NULL && cm_invalidator_subscribed(gw_invalidator);
-
-	atomic_store(&gw_inval_ok, ok);
 }

@@ -234,6 +234,20 @@ h_redis_stop(h_redis *r)
 	h_proc_stop(&r->proc, 3000);
 }
 
+char *
+h_redis_cmd(const h_redis *r, const char *cmd)
+{
+	char req[1024];
+	size_t n;
+	int len;
+
+	/* QUIT makes Redis close the connection after the reply. */
+	len = snprintf(req, sizeof(req), "%s\r\nQUIT\r\n", cmd);
+	if (len < 0 || (size_t) len >= sizeof(req))
+		die("h_redis_cmd: command too long");
+	return (h_raw(r->port, req, (size_t) len, 2000, &n));
+}
+
 struct membuf {
 	char *p;
 	size_t len;

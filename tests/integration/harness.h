@@ -56,6 +56,9 @@ typedef struct h_redis {
 } h_redis;
 void h_redis_start(h_redis *r);
 void h_redis_stop(h_redis *r);
+/* Runs one inline command ("PUBSUB NUMSUB ch"); returns the raw RESP
+ * reply (malloc'd), "" if Redis did not answer. */
+char *h_redis_cmd(const h_redis *r, const char *cmd);
 
 /* ---- HTTP ---- */
 

@@ -204,6 +204,76 @@ assert_error(const h_resp *r, long status, const char *code)
 	free(m);
 }
 
+/*
+ * One unlabelled sample of the gateway's /metrics (asked from loopback),
+ * or -1 if absent.  Counters counted on another loop than the one that
+ * answers may lag by a sweep (250 ms).
+ */
+static long long
+metric(const char *base, const char *name)
+{
+	char url[128], pat[128];
+	const char *p;
+	long long v = -1;
+	h_resp r;
+
+	snprintf(url, sizeof(url), "%s/metrics", base);
+	snprintf(pat, sizeof(pat), "\n%s ", name);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	if (r.status == 200 && r.body != NULL &&
+	    (p = strstr(r.body, pat)) != NULL)
+		v = strtoll(p + strlen(pat), NULL, 10);
+	h_resp_free(&r);
+	return (v);
+}
+
+/* The "redirect_cache" member of a gateway's /healthz: its detail. */
+static char *
+cache_health(const char *base)
+{
+	char url[128], *d;
+	h_resp r;
+
+	snprintf(url, sizeof(url), "%s/healthz", base);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	d = h_json_str(&r, "redirect_cache.detail");
+	h_resp_free(&r);
+	return (d);
+}
+
+/* Polls until the gateway's redirect cache is subscribed (or ~ms pass). */
+static bool
+cache_wait_subscribed(const char *base, int ms)
+{
+	for (int i = 0; i < ms / 20; i++) {
+		if (metric(base, "gateway_redirect_cache_subscribed") == 1)
+			return (true);
+		h_msleep(20);
+	}
+	return (false);
+}
+
+/*
+ * Follows code on base until one redirect is answered from the gateway's
+ * cache (its hits counter grows), or ~2 s pass.  The first follow fills.
+ */
+static bool
+cache_serves(const char *base, const char *code)
+{
+	long long before = metric(base, "gateway_redirect_cache_hits_total");
+	h_resp r;
+
+	for (int i = 0; i < 100; i++) {
+		follow(&r, base, code, "GET");
+		assert_int_equal(r.status, 302);
+		h_resp_free(&r);
+		if (metric(base, "gateway_redirect_cache_hits_total") > before)
+			return (true);
+		h_msleep(20);
+	}
+	return (false);
+}
+
 static void
 test_create_and_redirect(void **state)
 {
@@ -689,6 +759,58 @@ test_delete_invalidates_everywhere(void **state)
 	free(anon);
 }
 
+/*
+ * A DELETE is answered only once the code has left the redirect cache of
+ * the gateway that proxied it.  Here that gateway's cache listens on a
+ * Redis of its own, where the shortener's invalidation never arrives: the
+ * answer is held for the bound (200 ms), then the cache is cleared.
+ */
+static void
+test_delete_waits_for_cache_drop(void **state)
+{
+	h_redis other = {0};
+	h_proc gw;
+	int port = h_free_port();
+	char base[64];
+	char *code = create_ok(T.auth_alice, "https://e.com/held", NULL);
+	h_resp r;
+
+	(void) state;
+	h_redis_start(&other);
+	memset(&gw, 0, sizeof(gw));
+	gw.name = "gateway-c";
+	gw.bin = T.gw_bin;
+	h_proc_env(&gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
+	h_proc_env(&gw, "GATEWAY_THREADS", "1");
+	h_proc_env(&gw, "SHORTENER_ADDR", "%s", T.sh_addr);
+	h_proc_env(&gw, "REDIS_URL", "%s", other.url);
+	h_proc_env(&gw, "PUBLIC_BASE_URL", "%s", BASE);
+	h_proc_env(&gw, "AUTH_JWT_SECRET", "%s", SECRET);
+	h_proc_env(&gw, "GATEWAY_RATELIMIT", "0");
+	h_proc_start(&gw);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	assert_true(h_wait_healthy(T.gw_bin, base, 20000));
+	assert_true(cache_wait_subscribed(base, 5000));
+	assert_true(cache_serves(base, code));
+
+	double t0 = (double) cm_mono_ms();
+	del(&r, base, code, T.auth_alice);
+	double took = (double) cm_mono_ms() - t0;
+	assert_int_equal(r.status, 204);
+	h_resp_free(&r);
+	fprintf(stderr, "DELETE held %.1f ms\n", took);
+	assert_true(took >= 150.0);
+	follow(&r, base, code, "GET");
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+
+	h_proc_stop(&gw, 5000);
+	h_proc_free(&gw);
+	h_redis_stop(&other);
+	h_proc_free(&other.proc);
+	free(code);
+}
+
 static void
 test_jwt_rejections(void **state)
 {
@@ -869,9 +991,59 @@ test_healthz_and_metrics(void **state)
 	h_http(&r, "GET", url, NULL, NULL, 0);
 	assert_int_equal(r.status, 200);
 	assert_non_null(strstr(r.body, "# TYPE"));
+	assert_non_null(strstr(r.body, "gateway_redirect_cache_hits_total"));
+	assert_non_null(strstr(r.body, "gateway_redirect_cache_entries"));
 	h_resp_free(&r);
+	assert_int_equal(metric(T.a_url, "gateway_redirect_cache_subscribed"),
+	                 1);
+	st = cache_health(T.a_url);
+	assert_non_null(st);
+	assert_string_equal(st, "subscribed to cache:inv");
+	free(st);
 	assert_int_equal(h_health(T.gw_bin, T.a_url, 1000), 0);
 	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 1000), 0);
+}
+
+/*
+ * The gateway's redirect cache is the cache engine's L1 in the
+ * shortener's namespace: it serves hits, listens on the engine's channel
+ * only, and a delete made by the shortener drops its copy.
+ */
+static void
+test_redirect_cache_shares_engine(void **state)
+{
+	char *code = create_ok(T.auth_alice, "https://e.com/engine", NULL);
+	char *reply;
+	h_resp r;
+
+	(void) state;
+	assert_true(cache_serves(T.a_url, code));
+	assert_true(cache_serves(T.b_url, code));
+	/* Both gateways and the shortener hear "cache:inv"; nobody needs
+	 * the old gateway channel any more. */
+	reply = h_redis_cmd(&T.redis,
+	                    "PUBSUB NUMSUB shortener:invalidate cache:inv");
+	assert_non_null(strstr(reply, "shortener:invalidate\r\n:0\r\n"));
+	assert_null(strstr(reply, "cache:inv\r\n:0\r\n"));
+	assert_null(strstr(reply, "cache:inv\r\n:1\r\n"));
+	free(reply);
+	/* Deleted through gateway b: gone from a's cache within a second. */
+	del(&r, T.b_url, code, T.auth_alice);
+	assert_int_equal(r.status, 204);
+	h_resp_free(&r);
+	follow(&r, T.b_url, code, "GET");
+	assert_int_equal(r.status, 404);
+	h_resp_free(&r);
+	long st = 0;
+	for (int i = 0; i < 50 && st != 404; i++) {
+		follow(&r, T.a_url, code, "GET");
+		st = r.status;
+		h_resp_free(&r);
+		if (st != 404)
+			h_msleep(20);
+	}
+	assert_int_equal(st, 404);
+	free(code);
 }
 
 /* Redis stopped: redirects are still served, from PostgreSQL. */
@@ -887,6 +1059,20 @@ test_redis_down_redirects_served(void **state)
 	assert_int_equal(r.status, 302);
 	h_resp_free(&r);
 	h_redis_stop(&T.redis);
+	/* The gateway stops trusting its cache, and says so. */
+	char *d = NULL;
+	for (int i = 0; i < 150; i++) {
+		free(d);
+		d = cache_health(T.a_url);
+		if (d != NULL && strstr(d, "subscription down") != NULL)
+			break;
+		h_msleep(20);
+	}
+	assert_non_null(d);
+	assert_non_null(strstr(d, "subscription down"));
+	free(d);
+	assert_int_equal(metric(T.a_url, "gateway_redirect_cache_subscribed"),
+	                 0);
 	/* Never followed anywhere: must come from Postgres. */
 	follow(&r, T.b_url, fresh, "GET");
 	assert_int_equal(r.status, 302);
@@ -899,8 +1085,14 @@ test_redis_down_redirects_served(void **state)
 	h_resp_free(&r);
 	/* Creating still works (Postgres is the source of truth). */
 	char *c3 = create_ok(NULL, "https://e.com/r-third", NULL);
-	free(c3);
 	h_redis_start(&T.redis);
+	/* Subscribed again (the cache was cleared meanwhile), the gateway
+	 * learns the namespace's version anew and caches again. */
+	assert_true(cache_wait_subscribed(T.a_url, 5000));
+	assert_true(metric(T.a_url, "gateway_redirect_cache_clears_total") >=
+	            2);
+	assert_true(cache_serves(T.a_url, c3));
+	free(c3);
 	free(cached);
 	free(fresh);
 }
@@ -993,11 +1185,13 @@ main(void)
 	    cmocka_unit_test(test_owner_stats),
 	    cmocka_unit_test(test_list_pagination),
 	    cmocka_unit_test(test_delete_invalidates_everywhere),
+	    cmocka_unit_test(test_delete_waits_for_cache_drop),
 	    cmocka_unit_test(test_jwt_rejections),
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_request_id),
 	    cmocka_unit_test(test_pipelining_and_expect),
 	    cmocka_unit_test(test_healthz_and_metrics),
+	    cmocka_unit_test(test_redirect_cache_shares_engine),
 	    cmocka_unit_test(test_redis_down_redirects_served),
 	    cmocka_unit_test(test_shortener_down_503),
 	    cmocka_unit_test(test_clicks_survive_shutdown),
