@@ -48,6 +48,7 @@
 #define HDR_LEN           13
 #define MAX_NS            64
 #define MAX_VERSIONS      256
+#define MAX_TRACKED       16
 #define NFLIGHT           64
 #define LEASE_POLL_MS     10
 #define TAGSET_MIN_TTL_MS (24LL * 3600 * 1000)
@@ -96,6 +97,10 @@ struct cm_cache {
 	pthread_mutex_t ver_mu;
 	struct version vers[MAX_VERSIONS];
 	size_t nvers;
+	/* Namespaces whose versions are fetched after every resubscription
+	 * (cm_cache_track), under ver_mu. */
+	char tracked[MAX_TRACKED][MAX_NS + 1];
+	size_t ntracked;
 
 	pthread_mutex_t fl_mu;
 	struct flight *flights[NFLIGHT];
@@ -451,17 +456,39 @@ on_inval(void *arg, const char *msg, size_t len)
 	}
 }
 
-static void
+/*
+ * (Re)subscribed, before L1 is trusted again: what was published while we
+ * were away is lost, so forget every version and clear L1, then fetch the
+ * tracked namespaces' versions again (this thread may block), so that the
+ * event-loop API works without waiting for a blocking call.  If Redis
+ * fails that (the first command after a restart may meet a dead
+ * connection, and the breaker may still be open), the subscription is
+ * made again after a backoff: L1 stays untrusted until then.
+ */
+static bool
 on_reset(void *arg)
 {
 	cm_cache *c = arg;
+	char tracked[MAX_TRACKED][MAX_NS + 1];
+	size_t n;
+	uint64_t v;
 
 	pthread_mutex_lock(&c->ver_mu);
 	c->nvers = 0;
+	n = c->ntracked;
+	memcpy(tracked, c->tracked, sizeof(tracked[0]) * n);
 	pthread_mutex_unlock(&c->ver_mu);
 	if (c->l1 != NULL)
 		cm_l1_clear(c->l1);
 	STAT(c, l1_clears);
+	for (size_t i = 0; i < n; i++)
+		if (!ver_get(c, tracked[i], true, &v) &&
+		    !ver_get(c, tracked[i], true, &v)) {
+			log_warnx("event=cache_version_unknown ns=%s",
+			          tracked[i]);
+			return (false);
+		}
+	return (true);
 }
 
 /* ---- life cycle ---- */
@@ -1027,6 +1054,42 @@ cm_cache_l1_lookup(cm_cache *c, const char *ns, const void *key, size_t klen,
 	}
 	names_free(&n);
 	return (rv);
+}
+
+int
+cm_cache_track(cm_cache *c, const char *ns)
+{
+	uint64_t v;
+	bool known = false;
+
+	if (!cm_cache_ns_ok(ns))
+		return (CM_INVALID_ARGUMENT);
+	pthread_mutex_lock(&c->ver_mu);
+	for (size_t i = 0; i < c->ntracked && !known; i++)
+		known = strcmp(c->tracked[i], ns) == 0;
+	if (!known && c->ntracked == MAX_TRACKED) {
+		pthread_mutex_unlock(&c->ver_mu);
+		return (CM_RESOURCE_EXHAUSTED);
+	}
+	if (!known)
+		cm_strlcpy(c->tracked[c->ntracked++], ns, MAX_NS + 1);
+	pthread_mutex_unlock(&c->ver_mu);
+	return (ver_get(c, ns, true, &v) ? CM_OK : CM_UNAVAILABLE);
+}
+
+void
+cm_cache_l1_drop(cm_cache *c, const char *ns, const void *key, size_t klen)
+{
+	struct names n;
+	uint64_t ver;
+
+	/* Without a known version no lookup can reach the key either. */
+	if (c->l1 == NULL || !cm_cache_ns_ok(ns) ||
+	    !ver_get(c, ns, false, &ver))
+		return;
+	names_make(c, ns, ver, key, klen, &n);
+	cm_l1_del(c->l1, n.l1, n.l1len);
+	names_free(&n);
 }
 
 void

@@ -128,6 +128,19 @@ int cm_cache_l1_lookup(cm_cache *c, const char *ns, const void *key,
 void cm_cache_l1_fill(cm_cache *c, const char *ns, const void *key, size_t klen,
                       const void *val, size_t vlen, int64_t ttl_ms,
                       const cm_cache_ticket *ticket);
+/* Drops key from this instance's L1 only (never touches Redis). */
+void cm_cache_l1_drop(cm_cache *c, const char *ns, const void *key,
+                      size_t klen);
+/*
+ * The event-loop API can use L1 only for a namespace whose version the
+ * engine knows, and the engine learns versions in its blocking calls and
+ * forgets them whenever its subscription is re-established.  A namespace
+ * tracked (at most 16) has its version fetched now (blocking: call it from
+ * a service thread, not a loop) and again after every resubscription.
+ * CM_OK, CM_UNAVAILABLE (Redis down: it is fetched on resubscription),
+ * CM_INVALID_ARGUMENT or CM_RESOURCE_EXHAUSTED.
+ */
+int cm_cache_track(cm_cache *c, const char *ns);
 
 /* Writes key to L2 (and this L1) with ttl (0: default) and tags; other
  * instances drop their L1 copies. */

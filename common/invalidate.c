@@ -50,7 +50,7 @@ struct cm_invalidator {
 	char password[256];
 	int db;
 	void (*on_key)(void *arg, const char *key, size_t len);
-	void (*on_reset)(void *arg);
+	bool (*on_reset)(void *arg);
 	void *arg;
 	pthread_t thread;
 	int wake[2]; /* stop pipe: [0] polled by the thread */
@@ -247,14 +247,26 @@ inv_main(void *arg)
 			              : backoff * 2;
 			continue;
 		}
+		/* Whatever was published before this point is lost to us:
+		 * the owner resets before it is told it is subscribed. */
+		if (inv->on_reset != NULL && !inv->on_reset(inv->arg)) {
+			log_warnx("event=invalidator_reset_failed channel=%s",
+			          inv->channel);
+			redisFree(inv->c);
+			inv->c = NULL;
+			was_down = true;
+			if (inv_sleep(inv, backoff))
+				break;
+			backoff = backoff * 2 > INV_BACKOFF_MAX_MS
+			              ? INV_BACKOFF_MAX_MS
+			              : backoff * 2;
+			continue;
+		}
 		log_info("event=invalidator_subscribed channel=%s",
 		         inv->channel);
 		was_down = false;
 		backoff = INV_BACKOFF_MIN_MS;
 		atomic_store(&inv->subscribed, true);
-		/* Whatever was published before this point is lost to us. */
-		if (inv->on_reset != NULL)
-			inv->on_reset(inv->arg);
 		if (inv_listen(inv, &why)) {
 			atomic_store(&inv->subscribed, false);
 			break;

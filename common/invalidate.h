@@ -7,7 +7,10 @@
  * called whenever the subscription is (re)established after a loss, because
  * messages published while it was down are lost and every local copy may
  * be stale: the owner clears its cache.  Also called once at the first
- * successful subscription.
+ * successful subscription, and always before cm_invalidator_subscribed
+ * turns true.  on_reset returns false when the owner could not get ready
+ * (it needed Redis and Redis failed): the subscription is then dropped and
+ * made again after a backoff, with another on_reset.
  */
 #ifndef CM_INVALIDATE_H
 #define CM_INVALIDATE_H
@@ -23,7 +26,7 @@ typedef struct cm_invalidator_config {
 	const char *redis_url;
 	const char *channel;
 	void (*on_key)(void *arg, const char *key, size_t len);
-	void (*on_reset)(void *arg);
+	bool (*on_reset)(void *arg);
 	void *arg;
 } cm_invalidator_config;
 

@@ -326,20 +326,53 @@ test_engine_tombstone(void **state)
 	assert_int_equal(atomic_load(&l.calls), 0);
 }
 
-/* Losing the invalidation connection clears L1. */
+/* Whether the event-loop API can use L1 for ns now (a miss with a ticket). */
+static bool
+l1_usable(cm_cache *c, const char *ns, const char *key)
+{
+	cm_cache_value v = {0};
+	cm_cache_ticket t;
+	int rv = cm_cache_l1_lookup(c, ns, key, strlen(key), &v, &t);
+
+	free(v.data);
+	return (rv != CM_UNAVAILABLE || t.valid);
+}
+
+/*
+ * Losing the invalidation connection clears L1 and forgets the namespace
+ * versions; a tracked namespace's version is fetched again on
+ * resubscription, so the event-loop API works without a blocking call,
+ * while an untracked one waits for one.  cm_cache_l1_drop is local.
+ */
 static void
 test_engine_l1_cleared_on_drop(void **state)
 {
 	redisContext *rc;
 	redisReply *rep;
 	cm_cache_stats before, after;
-	char key[64];
+	cm_cache_value v = {0};
+	char key[64], other[64];
 
 	(void) state;
 	key_name(key, sizeof(key), "drop");
+	key_name(other, sizeof(other), "other");
+	assert_int_equal(cm_cache_track(T.b, "drop"), CM_OK);
+	assert_int_equal(cm_cache_track(T.b, "bad ns!"), CM_INVALID_ARGUMENT);
 	assert_int_equal(
 	    cm_cache_set(T.a, "drop", key, strlen(key), "x", 1, 60000, NULL, 0),
 	    CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "untracked", other, strlen(other),
+	                              "y", 1, 60000, NULL, 0),
+	                 CM_OK);
+	fill_l1(T.b, "drop", key);
+	fill_l1(T.b, "untracked", other);
+	/* A local drop: gone from B's L1, still in Redis and A's. */
+	cm_cache_l1_drop(T.b, "drop", key, strlen(key));
+	assert_false(cm_cache_l1_has(T.b, "drop", key, strlen(key)));
+	assert_int_equal(cm_cache_get_or_load(T.a, "drop", key, strlen(key),
+	                                      NULL, NULL, &v, NULL),
+	                 CM_OK);
+	free(v.data);
 	fill_l1(T.b, "drop", key);
 	cm_cache_get_stats(T.b, &before);
 	rc = redisConnect("127.0.0.1", T.redis.port);
@@ -358,6 +391,9 @@ test_engine_l1_cleared_on_drop(void **state)
 	}
 	assert_true(after.l1_clears > before.l1_clears);
 	assert_true(cm_cache_subscribed(T.b));
+	/* The tracked namespace is usable at once, the other is not. */
+	assert_true(l1_usable(T.b, "drop", key));
+	assert_false(l1_usable(T.b, "untracked", other));
 }
 
 /* ---- the service ---- */
