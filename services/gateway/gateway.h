@@ -8,8 +8,9 @@
  * the request path is shared between loops except the redirect cache (the
  * cache engine's L1: sharded locks) and metrics (atomics).  The main thread
  * only waits for a signal and tells every loop to drain; the redirect
- * cache's keeper thread (rcache.c) does the little of the cache's work
- * that needs Redis, so that no loop ever waits for it.
+ * cache's engine has a subscriber thread of its own, which also does the
+ * little of the cache's work that needs Redis (rcache.c), so that no loop
+ * ever waits for it.
  *
  * A request's life.  The parser (http.c) assembles the request in the
  * connection's arena and pauses at its end; handler.c routes it at
@@ -92,10 +93,8 @@ extern cm_cache *gw_rcache;
 /* main.c: before the loops start / after they have ended. */
 void gw_rcache_start(void);
 void gw_rcache_stop(void);
-/* True if the L1 holds a value (not a negative entry) for code. */
-bool gw_rcache_holds(const char *code, size_t clen);
-/* Drops the whole L1 (an invalidation that should have come did not). */
-void gw_rcache_clear(void);
+/* Drops code from this gateway's L1 (a DELETE it served). */
+void gw_rcache_drop(const char *code, size_t clen);
 /*
  * For /healthz: false while the cache cannot be used (its invalidation
  * subscription is down, or the namespace's version is not known yet), so
@@ -169,7 +168,6 @@ struct gw_loop {
 	uv_async_t async; /* upstream completions and the drain signal */
 	uv_timer_t sweep; /* timeouts, access-log flush */
 	uv_timer_t flush; /* click counters */
-	uv_timer_t hold;  /* answers held for the redirect cache */
 	pthread_t thread;
 	atomic_bool drain_requested;
 
@@ -183,7 +181,6 @@ struct gw_loop {
 	int64_t drain_deadline;  /* uv_now */
 	struct gw_conn *conns;   /* live connections */
 	struct gw_conn *zombies; /* closed, waiting for an upstream call */
-	struct gw_conn *held;    /* answers held: DELETEs (handler.c) */
 	size_t nconns;
 
 	char rbuf[GW_RBUF_SIZE]; /* read buffer shared by the connections */
@@ -290,9 +287,6 @@ struct gw_req {
 
 	/* the redirect cache (redirect.c, handler.c) */
 	cm_cache_ticket ticket; /* from a miss, for the fill */
-	int held_status;        /* an answer held back until a code is */
-	const char *held_body;  /* out of the cache; body in the arena */
-	size_t held_len;
 
 	/* response */
 	int status;
@@ -316,10 +310,7 @@ struct gw_conn {
 	cm_arena arena;
 	struct gw_req req;
 	uint64_t seq; /* request number; stale replies are dropped */
-	int refs;     /* upstream calls (and a held answer) referring to it */
-	struct gw_conn *held_next; /* on loop->held */
-	uint64_t held_seq;         /* the request that waits */
-	int64_t held_until;        /* uv_now: stop waiting */
+	int refs;     /* upstream calls referring to it */
 	int64_t last_ms;
 	int64_t linger_ms;
 	bool writing, reading, busy, in_req, closing, closed;

@@ -9,18 +9,11 @@
  * "Expect: 100-continue" the client never sends it, otherwise the body is
  * read and discarded so the connection stays usable.
  *
- * A DELETE of a link (a GW_RF_DROP_CODE route) is answered only once the
- * code has left this gateway's redirect cache.  The shortener drops it
- * from every cache before it answers, by a broadcast on the cache
- * engine's channel, but that message reaches this gateway's subscriber on
- * a path of its own, which may lag behind the reply; and a loop may not
- * touch Redis, nor can it drop a single key from the engine's L1 itself.
- * So the answer is held and the cache looked at again every millisecond
- * (a per-loop timer, never a wait on the loop) until the code is gone,
- * at most HOLD_MAX_MS: past that the broadcast is taken as lost and the
- * whole L1 is cleared, as the engine itself does when its subscription is
- * re-established.  In practice the message is already in when the reply
- * arrives, and nothing waits.
+ * A DELETE of a link (a GW_RF_DROP_CODE route) drops the code from this
+ * gateway's redirect cache before the answer goes out: the shortener's
+ * broadcast on the cache engine's channel reaches every gateway, but on a
+ * path of its own that may lag behind the reply, and the client that
+ * deleted a link must not be redirected by the gateway it asked.
  */
 #include <stdio.h>
 #include <string.h>
@@ -35,8 +28,6 @@
 #include "gateway.h"
 
 #define DEADLINE_GRACE_MS 2000
-#define HOLD_MAX_MS       200
-#define HOLD_POLL_MS      1
 
 static void
 early(struct gw_req *rq, int status, const char *msg, const char *extra)
@@ -362,72 +353,6 @@ proxy_answer(struct gw_conn *c, int status, const char *json, size_t jlen)
 	gw_respond(c, status, "application/json", NULL, json, jlen);
 }
 
-/* Answers the held responses whose code has left the cache (or that
- * waited long enough); the loop's hold timer. */
-static void
-on_hold_poll(uv_timer_t *t)
-{
-	struct gw_loop *l = t->data;
-	struct gw_conn **pp = &l->held, *c;
-	int64_t now = (int64_t) uv_now(&l->loop);
-	const char *code;
-	size_t clen;
-	bool cached;
-
-	while ((c = *pp) != NULL) {
-		if (!c->closed && !c->closing && c->held_seq == c->seq &&
-		    c->busy) {
-			code = gw_match_param(&c->req.match, "code", &clen);
-			cached = gw_rcache_holds(code, clen);
-			if (cached && now < c->held_until) {
-				pp = &c->held_next;
-				continue;
-			}
-			if (cached) {
-				log_warnx("event=redirect_cache_cleared "
-				          "code=%.*s msg=\"invalidation not "
-				          "received in %d ms\"",
-				          (int) clen, code, HOLD_MAX_MS);
-				gw_rcache_clear();
-			}
-		}
-		*pp = c->held_next;
-		c->held_next = NULL;
-		c->refs--;
-		if (c->closed) {
-			gw_conn_unref_closed(c);
-			gw_loop_maybe_finish(l);
-		} else if (!c->closing && c->held_seq == c->seq && c->busy) {
-			proxy_answer(c, c->req.held_status, c->req.held_body,
-			             c->req.held_len);
-			gw_conn_resume(c);
-		}
-		/* Otherwise answered meanwhile (timeout) or closing. */
-	}
-	if (l->held == NULL)
-		uv_timer_stop(t);
-}
-
-/* Holds the current request's answer until its code leaves the cache. */
-static void
-hold_answer(struct gw_conn *c, int status, const char *json, size_t jlen)
-{
-	struct gw_loop *l = c->loop;
-
-	log_debug("event=answer_held rid=%s", c->req.rid);
-	c->req.held_status = status;
-	c->req.held_body = json;
-	c->req.held_len = jlen;
-	c->refs++;
-	c->held_seq = c->seq;
-	c->held_until = (int64_t) uv_now(&l->loop) + HOLD_MAX_MS;
-	c->held_next = l->held;
-	l->held = c;
-	if (!uv_is_active((uv_handle_t *) &l->hold))
-		uv_timer_start(&l->hold, on_hold_poll, HOLD_POLL_MS,
-		               HOLD_POLL_MS);
-}
-
 static void
 proxy_reply(struct gw_conn *c, int idx, const struct gw_reply *r)
 {
@@ -451,11 +376,8 @@ proxy_reply(struct gw_conn *c, int idx, const struct gw_reply *r)
 		return;
 	}
 	if ((rt->def->flags & GW_RF_DROP_CODE) &&
-	    (code = gw_match_param(&rq->match, "code", &clen)) != NULL &&
-	    gw_rcache_holds(code, clen)) {
-		hold_answer(c, status, json, jlen);
-		return;
-	}
+	    (code = gw_match_param(&rq->match, "code", &clen)) != NULL)
+		gw_rcache_drop(code, clen);
 	proxy_answer(c, status, json, jlen);
 }
 

@@ -123,8 +123,6 @@ loop_close_handles(struct gw_loop *l)
 	uv_close((uv_handle_t *) &l->sweep, NULL);
 	uv_close((uv_handle_t *) &l->flush, NULL);
 	/* Held answers left here belong to closed connections (zombies). */
-	uv_close((uv_handle_t *) &l->hold, NULL);
-	l->held = NULL;
 	if (l->clicks.n > 0) {
 		size_t it = 0, len;
 		const char *code;
@@ -265,8 +263,6 @@ gw_loop_init(struct gw_loop *l, unsigned id, int *port)
 	l->sweep.data = l;
 	uv_timer_init(&l->loop, &l->flush);
 	l->flush.data = l;
-	uv_timer_init(&l->loop, &l->hold);
-	l->hold.data = l;
 
 	if ((fd = listen_socket(gw_cfg.listen_host, *port, &bound)) < 0)
 		return (-1);

@@ -14,22 +14,17 @@
  * cleared when the subscription is back: every redirect then asks the
  * shortener, as /healthz and /metrics show.
  *
- * The loops (redirect.c) only call cm_cache_l1_lookup and
- * cm_cache_l1_fill, which never touch Redis.  But a lookup can only use
- * the L1 once the engine knows the namespace's version (a counter in
- * Redis that is part of every key), and the engine learns it only in its
- * blocking calls; it also forgets every version each time its
- * subscription is re-established.  Until then every lookup is a miss
- * that cannot be filled.  So a keeper thread checks every KEEP_MS whether
- * the subscription is up but the version unknown, and if so asks the
- * engine for it (cm_cache_warm of the empty key, which no code can be:
- * it reads the version, then finds nothing).  That is the only Redis
- * traffic of the gateway's cache besides the engine's own subscriber.
+ * The loops (redirect.c, handler.c) only call cm_cache_l1_lookup,
+ * cm_cache_l1_fill and cm_cache_l1_drop, which never touch Redis.  A
+ * lookup can use the L1 only once the engine knows the namespace's version
+ * (a counter in Redis that is part of every key); the namespace is
+ * tracked (cm_cache_track), so the engine fetches it at start-up and again,
+ * on its subscriber thread, every time its subscription is re-established.
+ * That and the subscription are the only Redis traffic of the gateway's
+ * cache.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 #include "status.h"
@@ -37,17 +32,7 @@
 
 #include "gateway.h"
 
-#define KEEP_MS       50
-#define WARN_AFTER_MS 1000
-
 cm_cache *gw_rcache;
-
-static struct {
-	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool started, stop;
-} K = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /*
  * Whether a lookup can use the L1: the subscription is up and the
@@ -65,65 +50,6 @@ rcache_ready(void)
 	if (rv == CM_OK)
 		free(v.data);
 	return (rv != CM_UNAVAILABLE || t.valid);
-}
-
-/* Sleeps up to ms unless stopped; true if stopping. */
-static bool
-keeper_sleep(int ms)
-{
-	struct timespec ts;
-	bool stop;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long) ms * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-	}
-	pthread_mutex_lock(&K.mu);
-	if (!K.stop)
-		pthread_cond_timedwait(&K.cv, &K.mu, &ts);
-	stop = K.stop;
-	pthread_mutex_unlock(&K.mu);
-	return (stop);
-}
-
-/*
- * The keeper: fetches the namespace's version whenever the engine lacks
- * it while subscribed (see the top of the file).  The first try after
- * Redis came back often fails on a dead connection and the next one
- * works, so only a failure that lasts WARN_AFTER_MS is reported.
- */
-static void *
-keeper_main(void *arg)
-{
-	int64_t failing_since = 0;
-	bool warned = false;
-	int rv;
-
-	(void) arg;
-	do {
-		if (!cm_cache_subscribed(gw_rcache) || rcache_ready())
-			continue;
-		rv = cm_cache_warm(gw_rcache, GW_RCACHE_NS, "", 0);
-		if (rv == CM_OK || rv == CM_NOT_FOUND) {
-			if (warned)
-				log_info("event=redirect_cache_ready");
-			failing_since = 0;
-			warned = false;
-			continue;
-		}
-		if (failing_since == 0)
-			failing_since = cm_mono_ms();
-		if (!warned && cm_mono_ms() - failing_since >= WARN_AFTER_MS) {
-			log_warnx("event=redirect_cache_version code=%s "
-			          "msg=\"cannot read the namespace version; "
-			          "redirects bypass the cache\"",
-			          cm_code_name(rv));
-			warned = true;
-		}
-	} while (!keeper_sleep(KEEP_MS));
-	return (NULL);
 }
 
 void
@@ -155,45 +81,26 @@ gw_rcache_start(void)
 		gw_rcache = NULL;
 		return;
 	}
-	if (pthread_create(&K.thread, NULL, keeper_main, NULL) != 0)
-		fatal("event=thread_create");
-	K.started = true;
+	/* With Redis down now, the engine fetches it once subscribed. */
+	if ((rv = cm_cache_track(gw_rcache, GW_RCACHE_NS)) != CM_OK)
+		log_info("event=redirect_cache code=%s msg=\"namespace version "
+		         "not known yet: redirects bypass the cache until "
+		         "Redis answers\"",
+		         cm_code_name(rv));
 }
 
 void
 gw_rcache_stop(void)
 {
-	if (K.started) {
-		pthread_mutex_lock(&K.mu);
-		K.stop = true;
-		pthread_cond_signal(&K.cv);
-		pthread_mutex_unlock(&K.mu);
-		pthread_join(K.thread, NULL);
-		K.started = false;
-	}
 	cm_cache_free(gw_rcache);
 	gw_rcache = NULL;
 }
 
-bool
-gw_rcache_holds(const char *code, size_t clen)
-{
-	cm_cache_value v;
-	cm_cache_ticket t;
-
-	if (gw_rcache == NULL ||
-	    cm_cache_l1_lookup(gw_rcache, GW_RCACHE_NS, code, clen, &v, &t) !=
-	        CM_OK)
-		return (false);
-	free(v.data);
-	return (true);
-}
-
 void
-gw_rcache_clear(void)
+gw_rcache_drop(const char *code, size_t clen)
 {
 	if (gw_rcache != NULL)
-		cm_cache_clear_l1(gw_rcache);
+		cm_cache_l1_drop(gw_rcache, GW_RCACHE_NS, code, clen);
 }
 
 bool

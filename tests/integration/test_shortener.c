@@ -760,13 +760,13 @@ test_delete_invalidates_everywhere(void **state)
 }
 
 /*
- * A DELETE is answered only once the code has left the redirect cache of
- * the gateway that proxied it.  Here that gateway's cache listens on a
- * Redis of its own, where the shortener's invalidation never arrives: the
- * answer is held for the bound (200 ms), then the cache is cleared.
+ * The gateway that proxied a DELETE drops the code from its own redirect
+ * cache before it answers.  Here that gateway's cache listens on a Redis
+ * of its own, where the shortener's invalidation never arrives: the link
+ * must be gone from it all the same.
  */
 static void
-test_delete_waits_for_cache_drop(void **state)
+test_delete_drops_local_copy(void **state)
 {
 	h_redis other = {0};
 	h_proc gw;
@@ -793,13 +793,9 @@ test_delete_waits_for_cache_drop(void **state)
 	assert_true(cache_wait_subscribed(base, 5000));
 	assert_true(cache_serves(base, code));
 
-	double t0 = (double) cm_mono_ms();
 	del(&r, base, code, T.auth_alice);
-	double took = (double) cm_mono_ms() - t0;
 	assert_int_equal(r.status, 204);
 	h_resp_free(&r);
-	fprintf(stderr, "DELETE held %.1f ms\n", took);
-	assert_true(took >= 150.0);
 	follow(&r, base, code, "GET");
 	assert_int_equal(r.status, 404);
 	h_resp_free(&r);
@@ -1185,7 +1181,7 @@ main(void)
 	    cmocka_unit_test(test_owner_stats),
 	    cmocka_unit_test(test_list_pagination),
 	    cmocka_unit_test(test_delete_invalidates_everywhere),
-	    cmocka_unit_test(test_delete_waits_for_cache_drop),
+	    cmocka_unit_test(test_delete_drops_local_copy),
 	    cmocka_unit_test(test_jwt_rejections),
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_request_id),
