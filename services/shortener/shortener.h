@@ -34,8 +34,6 @@
 #define SHORTENER_CLICKS_BATCH  100000   /* entries in one RecordClicks */
 #define SHORTENER_HASH_ATTEMPTS 8
 #define SHORTENER_SEQ_ATTEMPTS  8
-/* Where invalidations are published; the payload is the code. */
-#define SHORTENER_INVALIDATE_CHANNEL "shortener:invalidate"
 
 enum shortener_code_mode {
 	SHORTENER_CODE_SEQUENTIAL, /* leased ids -> keyed permutation -> base62

@@ -151,10 +151,9 @@ void shortener_pg_close(struct shortener_store *st);
  * The multi-level cache engine (store_redis.c): namespace
  * SHORTENER_CACHE_NS of the shared engine (common/cache.h), values
  * "<expires_at> <long_url>", deletes leave engine tombstones (without
- * read_through, resolve always calls the loader: a baseline); every
- * invalidation is also published on SHORTENER_INVALIDATE_CHANNEL with the
- * code as payload, for the gateways' redirect caches.  engine is shared
- * (thread-safe); the rest is per thread.
+ * read_through, resolve always calls the loader: a baseline) and reach
+ * the gateways' redirect caches through the engine's channel.  engine is
+ * shared (thread-safe); the rest is per thread.
  */
 struct cm_cache;
 #define SHORTENER_CACHE_NS "shortener"

@@ -14,11 +14,12 @@
  * invalidate is the engine's delete, which leaves a tombstone for
  * tomb_ttl_s (loader fills never overwrite one, so a resolve that read the
  * database just before a delete cannot put the link back) and drops every
- * instance's L1 copy through the engine's channel; then the code is
- * published on SHORTENER_INVALIDATE_CHANNEL for the gateways.
+ * instance's L1 copy through the engine's channel -- the gateways' redirect
+ * caches included: they are L1s of engines with the same prefix, in the
+ * same namespace, with the same value format.
  *
- * One instance per thread (the cm_redis for publishing is not
- * thread-safe); the engine is shared.  When Redis is down the engine goes
+ * One instance per thread (the cm_redis for pings is not thread-safe);
+ * the engine is shared.  When Redis is down the engine goes
  * straight to the loader, and invalidations fail with CM_UNAVAILABLE (the
  * domain retries them).
  */
@@ -28,7 +29,6 @@
 #include <string.h>
 
 #include "cache.h"
-#include "invalidate.h"
 #include "log.h"
 #include "redis.h"
 #include "shortener.h"
@@ -124,9 +124,7 @@ redis_invalidate(void *impl, const char *code, int tomb_ttl_s)
 	struct redis_cache *c = impl;
 
 	if (cm_cache_delete(c->engine, SHORTENER_CACHE_NS, code, strlen(code),
-	                    (int64_t) tomb_ttl_s * 1000) != CM_OK ||
-	    cm_invalidate_publish(c->r, SHORTENER_INVALIDATE_CHANNEL, code) !=
-	        0)
+	                    (int64_t) tomb_ttl_s * 1000) != CM_OK)
 		return (CM_UNAVAILABLE);
 	return (CM_OK);
 }
