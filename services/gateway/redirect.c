@@ -18,8 +18,8 @@
  * cm_cache_delete, whose broadcast on the engine's channel drops it here.
  * While the engine's subscription is down it trusts no L1 entry, so every
  * redirect asks the shortener until the subscription is back (and the L1
- * cleared).  A DELETE proxied by this gateway is answered only once the
- * code is out of this L1 (handler.c), so it is gone here at once.
+ * cleared).  A DELETE proxied by this gateway drops the code from this L1
+ * before it answers (handler.c), so it is gone here at once.
  *
  * Clicks.  Every redirect served counts one click in its loop's table
  * (no lock); a timer per loop sends the counts to the shortener
