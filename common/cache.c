@@ -1022,7 +1022,8 @@ cm_cache_l1_lookup(cm_cache *c, const char *ns, const void *key, size_t klen,
                    cm_cache_value *out, cm_cache_ticket *ticket)
 {
 	struct names n;
-	unsigned char buf[4096];
+	unsigned char stackbuf[4096], *buf = stackbuf;
+	size_t cap = sizeof(stackbuf);
 	uint64_t ver;
 	struct hdr h;
 	long got;
@@ -1033,8 +1034,15 @@ cm_cache_l1_lookup(cm_cache *c, const char *ns, const void *key, size_t klen,
 	    !ver_get(c, ns, false, &ver))
 		return (CM_UNAVAILABLE);
 	names_make(c, ns, ver, key, klen, &n);
-	got = cm_l1_get(c->l1, n.l1, n.l1len, buf, sizeof(buf));
-	if (got >= HDR_LEN && got <= (long) sizeof(buf) &&
+	got = cm_l1_get(c->l1, n.l1, n.l1len, buf, cap);
+	if (got > (long) cap) {
+		/* A large value: read it again into a buffer of its size. */
+		cap = (size_t) got;
+		if ((buf = malloc(cap)) == NULL)
+			fatal("event=cache_l1_lookup");
+		got = cm_l1_get(c->l1, n.l1, n.l1len, buf, cap);
+	}
+	if (got >= HDR_LEN && got <= (long) cap &&
 	    hdr_parse(buf, (size_t) got, &h)) {
 		STAT(c, l1_hits);
 		if (h.kind != 'V') {
@@ -1052,6 +1060,8 @@ cm_cache_l1_lookup(cm_cache *c, const char *ns, const void *key, size_t klen,
 		ticket->version = ver;
 		ticket->valid = true;
 	}
+	if (buf != stackbuf)
+		free(buf);
 	names_free(&n);
 	return (rv);
 }

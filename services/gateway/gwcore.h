@@ -113,12 +113,8 @@ struct gw_redir {
 
 /* Redirect targets longer than this are refused (502). */
 #define GW_REDIR_URL_MAX 4096
-/*
- * Longer values are not cached: cm_cache_l1_lookup copies a value through
- * a 4 KiB buffer together with its own header, so one that does not fit
- * would never be found and would be filled again on every request.
- */
-#define GW_REDIR_VALUE_MAX 4000
+/* Longer values are not cached (the shortener's URLs are 2048 at most). */
+#define GW_REDIR_VALUE_MAX (GW_REDIR_URL_MAX + 32)
 
 /*
  * Writes e as "<expires_at> <url>" into buf, NUL-terminated; returns its

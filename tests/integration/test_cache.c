@@ -396,6 +396,33 @@ test_engine_l1_cleared_on_drop(void **state)
 	assert_false(l1_usable(T.b, "untracked", other));
 }
 
+/* The event-loop lookup finds values larger than its stack buffer. */
+static void
+test_engine_l1_lookup_large(void **state)
+{
+	size_t len = 64 * 1024;
+	char *big = malloc(len), key[64];
+	cm_cache_value v = {0};
+	cm_cache_ticket t;
+
+	(void) state;
+	assert_non_null(big);
+	for (size_t i = 0; i < len; i++)
+		big[i] = (char) ('a' + i % 26);
+	key_name(key, sizeof(key), "large");
+	assert_int_equal(cm_cache_set(T.a, "large", key, strlen(key), big, len,
+	                              60000, NULL, 0),
+	                 CM_OK);
+	fill_l1(T.b, "large", key);
+	assert_int_equal(
+	    cm_cache_l1_lookup(T.b, "large", key, strlen(key), &v, &t), CM_OK);
+	assert_int_equal(v.len, len);
+	assert_memory_equal(v.data, big, len);
+	assert_false(t.valid);
+	free(v.data);
+	free(big);
+}
+
 /* ---- the service ---- */
 
 static void
@@ -740,6 +767,7 @@ main(void)
 	    cmocka_unit_test(test_engine_negative),
 	    cmocka_unit_test(test_engine_tombstone),
 	    cmocka_unit_test(test_engine_l1_cleared_on_drop),
+	    cmocka_unit_test(test_engine_l1_lookup_large),
 	    cmocka_unit_test(test_service_invalidation),
 	    cmocka_unit_test(test_http_admin_api),
 	    cmocka_unit_test(test_service_restart_warms),
