@@ -341,3 +341,35 @@ gw_secret_equal(const char *a, size_t alen, const char *b, size_t blen)
 	SHA256((const unsigned char *) b, blen, db);
 	return (cm_ct_equal(da, db, sizeof(da)) != 0);
 }
+
+bool
+gw_api_key_id(const char *key, size_t len, char out[33])
+{
+	static const char hex[] = "0123456789abcdef";
+	static const char domain[] = "backends rate limit api key\n";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx;
+	bool ok;
+
+	if (len == 0 || len > GW_API_KEY_MAX)
+		return (false);
+	for (size_t i = 0; i < len; i++)
+		if (key[i] < 0x21 || key[i] > 0x7e)
+			return (false);
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		return (false);
+	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	     EVP_DigestUpdate(ctx, domain, sizeof(domain) - 1) == 1 &&
+	     EVP_DigestUpdate(ctx, key, len) == 1 &&
+	     EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 16;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return (false);
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[32] = '\0';
+	return (true);
+}

@@ -234,6 +234,7 @@ enum gw_hdr {
 	GW_HDR_X_FORWARDED_FOR,
 	GW_HDR_EXPECT,
 	GW_HDR_IF_NONE_MATCH,
+	GW_HDR_X_API_KEY,
 };
 
 struct gw_req;
@@ -258,7 +259,8 @@ struct gw_req {
 	enum gw_hdr cur;
 	int nauth;
 	struct gw_str url, auth, rid_in, xff, expect;
-	struct gw_str inm; /* If-None-Match */
+	struct gw_str inm;    /* If-None-Match */
+	struct gw_str apikey; /* X-API-Key, the first one */
 
 	/* decided at headers-complete */
 	const char *path, *query;
@@ -272,6 +274,7 @@ struct gw_req {
 	struct gw_str body;
 	size_t body_seen;
 	struct gw_identity id;
+	char api_key[33]; /* X-API-Key's id for the rate limiter; "" none */
 	char rid[130];
 	uint8_t client[16];
 	const char *client_ip;

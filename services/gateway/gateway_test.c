@@ -1021,6 +1021,30 @@ test_clicks(void **state)
 	gw_clicks_fini(&c);
 }
 
+static void
+test_api_key_id(void **state)
+{
+	char a[33], b[33], big[GW_API_KEY_MAX + 2];
+
+	(void) state;
+	assert_true(gw_api_key_id("secret-k1", 9, a));
+	assert_int_equal(strlen(a), 32);
+	for (int i = 0; i < 32; i++)
+		assert_non_null(strchr("0123456789abcdef", a[i]));
+	assert_true(gw_api_key_id("secret-k1", 9, b));
+	assert_string_equal(a, b);
+	assert_true(gw_api_key_id("secret-k2", 9, b));
+	assert_string_not_equal(a, b);
+	assert_null(strstr(a, "secret"));
+	assert_false(gw_api_key_id("", 0, a));
+	assert_false(gw_api_key_id("two words", 9, a));
+	assert_false(gw_api_key_id("tab\there", 8, a));
+	assert_false(gw_api_key_id("del\x7f", 4, a));
+	memset(big, 'k', sizeof(big));
+	assert_true(gw_api_key_id(big, GW_API_KEY_MAX, a));
+	assert_false(gw_api_key_id(big, GW_API_KEY_MAX + 1, a));
+}
+
 int
 main(void)
 {
@@ -1045,6 +1069,7 @@ main(void)
 	    cmocka_unit_test(test_error_json_and_status),
 	    cmocka_unit_test(test_redirect_value),
 	    cmocka_unit_test(test_clicks),
+	    cmocka_unit_test(test_api_key_id),
 	};
 
 	return (cmocka_run_group_tests(tests, router_setup, router_teardown));

@@ -301,6 +301,15 @@ enum gw_jwt_err {
 
 const char *gw_jwt_strerror(int err);
 
+/*
+ * The rate limiter's id of an X-API-Key value: 32 hex characters of
+ * SHA-256 over it (domain-separated), so keys never reach Redis or the
+ * logs in clear and every id has the same size.  The value must be 1-256
+ * visible ASCII characters (no spaces); returns false otherwise.
+ */
+#define GW_API_KEY_MAX 256
+bool gw_api_key_id(const char *key, size_t len, char out[33]);
+
 /* Who the caller is, from a verified token; strings in the arena. */
 struct gw_identity {
 	const char *user; /* sub */

@@ -173,6 +173,15 @@ gw_request_head(struct gw_conn *c)
 		}
 	}
 
+	/* X-API-Key: only its id travels (to the rate limiter). */
+	if (rq->apikey.len > 0) {
+		size_t kl = rq->apikey.len;
+		const char *k = trim(rq->apikey.p, &kl);
+
+		if (!gw_api_key_id(k, kl, rq->api_key) && rq->early_status == 0)
+			early(rq, 400, "malformed X-API-Key", NULL);
+	}
+
 	/* Expect: only 100-continue exists. */
 	if (rq->expect.len > 0) {
 		size_t el = rq->expect.len;

@@ -10,10 +10,10 @@
  * are therefore written in request order without any reordering queue.
  *
  * Only the headers the gateway reads are kept (Authorization, X-Request-Id,
- * X-Forwarded-For, Expect); Content-Length, Transfer-Encoding and
- * Connection are the parser's.  The header-size limit is the parser's own
- * (http_parser_set_max_header_size, set at start-up): it counts the
- * request line and all header bytes, and overflowing it is a 431.
+ * X-Forwarded-For, Expect, If-None-Match, X-API-Key); Content-Length,
+ * Transfer-Encoding and Connection are the parser's.  The header-size limit is
+ * the parser's own (http_parser_set_max_header_size, set at start-up): it
+ * counts the request line and all header bytes, and overflowing it is a 431.
  */
 #include <string.h>
 
@@ -56,6 +56,10 @@ classify(const char *name, size_t len)
 	case 6:
 		if (gw_strcaseeq(name, len, "expect"))
 			return (GW_HDR_EXPECT);
+		break;
+	case 9:
+		if (gw_strcaseeq(name, len, "x-api-key"))
+			return (GW_HDR_X_API_KEY);
 		break;
 	case 12:
 		if (gw_strcaseeq(name, len, "x-request-id"))
@@ -109,6 +113,10 @@ on_header_value(http_parser *p, const char *at, size_t len)
 			if (rq->rid_in.len > 0)
 				rq->cur = GW_HDR_OTHER; /* first one wins */
 			break;
+		case GW_HDR_X_API_KEY:
+			if (rq->apikey.len > 0)
+				rq->cur = GW_HDR_OTHER; /* first one wins */
+			break;
 		case GW_HDR_X_FORWARDED_FOR:
 			if (rq->xff.len > 0)
 				gw_str_append(&rq->xff, &c->arena, ",", 1);
@@ -136,6 +144,9 @@ on_header_value(http_parser *p, const char *at, size_t len)
 		break;
 	case GW_HDR_IF_NONE_MATCH:
 		gw_str_append(&rq->inm, &c->arena, at, len);
+		break;
+	case GW_HDR_X_API_KEY:
+		gw_str_append(&rq->apikey, &c->arena, at, len);
 		break;
 	default:
 		break;

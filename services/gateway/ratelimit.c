@@ -267,14 +267,14 @@ scope_key(const Ratelimiter__CheckResponse *resp, const char *tier, char *out,
 	return (len);
 }
 
-/* The descriptor key: method, path, address, user, tier. */
+/* The descriptor key: method, path, address, user, tier, API key id. */
 static size_t
 desc_key(struct gw_req *rq, char *out, size_t outlen)
 {
-	int n = snprintf(out, outlen, "%d\x1f%.*s\x1f%s\x1f%s\x1f%s",
+	int n = snprintf(out, outlen, "%d\x1f%.*s\x1f%s\x1f%s\x1f%s\x1f%s",
 	                 rq->method, (int) rq->plen, rq->path, rq->client_ip,
 	                 rq->id.user ? rq->id.user : "",
-	                 rq->id.tier ? rq->id.tier : "");
+	                 rq->id.tier ? rq->id.tier : "", rq->api_key);
 
 	return (n < 0 || (size_t) n >= outlen ? 0 : (size_t) n);
 }
@@ -520,6 +520,7 @@ pack_check(struct gw_req *rq, cm_arena *a, int64_t cost, size_t *len)
 	in.ip = cm_pbstr(rq->client_ip);
 	in.user = cm_pbstr(rq->id.user ? rq->id.user : "");
 	in.tier = cm_pbstr(rq->id.tier ? rq->id.tier : "");
+	in.api_key = rq->api_key;
 	in.cost = (uint32_t) (cost > UINT32_MAX ? UINT32_MAX : cost);
 	*len = ratelimiter__check_request__get_packed_size(&in);
 	payload = cm_arena_alloc(a, *len ? *len : 1);

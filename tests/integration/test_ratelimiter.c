@@ -64,6 +64,8 @@ static const char rules_text[] =
     " shadow: true}\n"
     "  - {name: keys, path: /keys-*, key: user_or_ip, limit: 2,"
     " window: 1m, algorithm: sliding_log}\n"
+    "  - {name: apikey, path: /ak-*, key: api_key, limit: 2, window: 1m,"
+    " algorithm: fixed_window}\n"
     "  - {name: fo, path: /fo-*, limit: 1000, window: 1m}\n"
     "  - {name: fc, path: /fc-*, limit: 1000, window: 1m,"
     " failure: closed}\n"
@@ -591,6 +593,34 @@ test_ip_vs_user_keys(void **state)
 	assert_int_equal(count_ok("/keys-", "10.5.0.3", NULL, 4), 2);
 }
 
+/*
+ * key: api_key counts per X-API-Key, whatever the address; callers without
+ * one are not subject to the rule; the key never reaches Redis in clear;
+ * a malformed key is a 400.
+ */
+static void
+test_api_keys(void **state)
+{
+	char *reply;
+
+	(void) state;
+	assert_int_equal(
+	    count_ok("/ak-", "10.5.1.1", "X-API-Key: secret-k1", 4), 2);
+	assert_int_equal(
+	    count_ok("/ak-", "10.5.1.1", "X-API-Key: secret-k2", 4), 2);
+	assert_int_equal(
+	    count_ok("/ak-", "10.5.1.2", "X-API-Key: secret-k1", 2), 0);
+	assert_int_equal(count_ok("/ak-", "10.5.1.1", NULL, 4), 4);
+	reply = h_redis_cmd(&T.redis, "KEYS *apikey*");
+	assert_non_null(reply);
+	assert_non_null(strstr(reply, "apikey"));
+	assert_null(strstr(reply, "secret"));
+	free(reply);
+	assert_int_equal(
+	    get(T.a_url, "/ak-x", "10.5.1.3", "X-API-Key: two words", NULL),
+	    400);
+}
+
 static void
 test_wildcards(void **state)
 {
@@ -772,6 +802,7 @@ main(void)
 	    cmocka_unit_test(test_tiers),
 	    cmocka_unit_test(test_shadow),
 	    cmocka_unit_test(test_ip_vs_user_keys),
+	    cmocka_unit_test(test_api_keys),
 	    cmocka_unit_test(test_wildcards),
 	    cmocka_unit_test(test_admin_routes),
 	    cmocka_unit_test(test_reload),
