@@ -113,10 +113,15 @@ pg_connect(cm_pg *p)
 	static const char *vals[] = {"3", "1",     "30", "5",
 	                             "3", "10000", NULL, NULL};
 	const char *v[CM_ARRAY_LEN(vals)];
+	int64_t t0 = cm_mono_ms(), took;
 
 	memcpy(v, vals, sizeof(v));
 	v[6] = p->conninfo;
 	p->conn = PQconnectdbParams(keys, v, 1);
+	/* connect_timeout does not bound the name lookup: say when it was
+	 * slow (a resolver that drops queries costs 5 s a try). */
+	if ((took = cm_mono_ms() - t0) >= 500)
+		log_warnx("event=pg_connect_slow ms=%lld", (long long) took);
 	if (p->conn != NULL && PQstatus(p->conn) == CONNECTION_OK) {
 		PQsetNoticeProcessor(p->conn, pg_notice, NULL);
 		if (p->backoff_ms != PG_BACKOFF_MIN_MS)

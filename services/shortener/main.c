@@ -120,6 +120,10 @@ worker_init(void *arg)
 	if ((io = calloc(1, sizeof(*io))) == NULL)
 		fatal("event=worker_init");
 	io_open(io, app.batcher);
+	/* Connect now rather than on this worker's first request, so that a
+	 * slow connect (or name lookup) is paid before serving, not by a
+	 * caller; a failure is retried on use, with backoff. */
+	(void) io->store.ops->ping(io->store.impl);
 	return (io);
 }
 
