@@ -406,6 +406,8 @@ batch_insert(struct shortener_pg_batcher *b, struct pg_waiter **w, size_t n)
 	PQclear(res);
 }
 
+static bool pg_ping(void *impl);
+
 static void *
 batcher_main(void *arg)
 {
@@ -415,6 +417,9 @@ batcher_main(void *arg)
 
 	if ((batch = calloc(b->max_batch, sizeof(*batch))) == NULL)
 		fatal("event=batcher");
+	/* Connect now, not when the first link waits for it: a slow connect
+	 * (or name lookup) must not be paid by the first callers. */
+	(void) pg_ping(&b->st);
 	pthread_mutex_lock(&b->mu);
 	for (;;) {
 		while (b->head == NULL && !b->stop)
