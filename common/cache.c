@@ -1087,6 +1087,15 @@ cm_cache_track(cm_cache *c, const char *ns)
 	return (ver_get(c, ns, true, &v) ? CM_OK : CM_UNAVAILABLE);
 }
 
+bool
+cm_cache_l1_ready(cm_cache *c, const char *ns)
+{
+	uint64_t ver;
+
+	return (cm_cache_ns_ok(ns) && l1_trusted(c) &&
+	        ver_get(c, ns, false, &ver));
+}
+
 void
 cm_cache_l1_drop(cm_cache *c, const char *ns, const void *key, size_t klen)
 {
@@ -1401,11 +1410,4 @@ bool
 cm_cache_redis_ok(cm_cache *c)
 {
 	return (cm_redis_ping(rconn(c)));
-}
-
-void
-cm_cache_clear_l1(cm_cache *c)
-{
-	if (c->l1 != NULL)
-		cm_l1_clear(c->l1);
 }

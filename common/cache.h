@@ -141,6 +141,9 @@ void cm_cache_l1_drop(cm_cache *c, const char *ns, const void *key,
  * CM_INVALID_ARGUMENT or CM_RESOURCE_EXHAUSTED.
  */
 int cm_cache_track(cm_cache *c, const char *ns);
+/* Whether cm_cache_l1_lookup can use L1 for ns now: the subscription is
+ * up and ns's version known (never touches Redis). */
+bool cm_cache_l1_ready(cm_cache *c, const char *ns);
 
 /* Writes key to L2 (and this L1) with ttl (0: default) and tags; other
  * instances drop their L1 copies. */
@@ -169,7 +172,5 @@ void cm_cache_get_stats(cm_cache *c, cm_cache_stats *out);
 bool cm_cache_subscribed(cm_cache *c);
 /* True if Redis answers a PING from this thread. */
 bool cm_cache_redis_ok(cm_cache *c);
-/* Drops this process's L1 (e.g. tests). */
-void cm_cache_clear_l1(cm_cache *c);
 
 #endif

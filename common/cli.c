@@ -171,13 +171,13 @@ run_health(const cm_cli *cli, int argc, char **argv)
 }
 
 int
-cm_cli_parse_cpus(const char *list, struct cm_cpu_list *set, int max_cpu)
+cm_cli_parse_cpus(const char *list, cpu_set_t *set, int max_cpu)
 {
 	const char *p = list;
 
-	memset(set, 0, sizeof(*set));
-	if (max_cpu >= (int) sizeof(set->cpu) * 8)
-		max_cpu = (int) sizeof(set->cpu) * 8 - 1;
+	CPU_ZERO(set);
+	if (max_cpu >= CPU_SETSIZE)
+		max_cpu = CPU_SETSIZE - 1;
 	for (;;) {
 		long lo, hi;
 		char *end;
@@ -195,13 +195,9 @@ cm_cli_parse_cpus(const char *list, struct cm_cpu_list *set, int max_cpu)
 		if (lo > hi || hi > max_cpu)
 			return (-1);
 		for (long c = lo; c <= hi; c++)
-			if (!(set->cpu[c / 8] & (1u << (c % 8)))) {
-				set->cpu[c / 8] |=
-				    (unsigned char) (1u << (c % 8));
-				set->count++;
-			}
+			CPU_SET((int) c, set);
 		if (*p == '\0')
-			return (set->count > 0 ? 0 : -1);
+			return (0);
 		if (*p++ != ',')
 			return (-1);
 	}
@@ -213,20 +209,15 @@ apply_cpus(const cm_cli *cli)
 {
 	char var[64];
 	const char *list;
-	struct cm_cpu_list set;
 	cpu_set_t cs;
 
 	cpus_var(cli, var, sizeof(var));
 	if ((list = getenv(var)) == NULL || *list == '\0')
 		return;
-	if (cm_cli_parse_cpus(list, &set, CPU_SETSIZE - 1) != 0)
+	if (cm_cli_parse_cpus(list, &cs, CPU_SETSIZE - 1) != 0)
 		fatalx("event=config_error var=%s value=\"%.64s\" "
 		       "err=\"a CPU list such as 0 or 0-3,6 is expected\"",
 		       var, list);
-	CPU_ZERO(&cs);
-	for (int c = 0; c < (int) sizeof(set.cpu) * 8; c++)
-		if (set.cpu[c / 8] & (1u << (c % 8)))
-			CPU_SET(c, &cs);
 	if (sched_setaffinity(0, sizeof(cs), &cs) != 0)
 		fatal("event=config_error var=%s value=\"%.64s\"", var, list);
 	log_info("event=cpu_affinity cpus=%s", list);

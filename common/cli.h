@@ -12,6 +12,8 @@
 #ifndef CM_CLI_H
 #define CM_CLI_H
 
+#include <sched.h> /* cpu_set_t (_GNU_SOURCE, which CMake defines) */
+
 typedef struct cm_cli_command {
 	const char *name;                  /* e.g. "token" */
 	const char *usage;                 /* one line for --help */
@@ -41,13 +43,9 @@ int cm_cli_main(const cm_cli *cli, int argc, char **argv);
  * keeps NNG's shared locks from bouncing between cores.
  *
  * cm_cli_parse_cpus parses such a list into set: 0, or -1 for a malformed
- * list, a CPU beyond max_cpu, or an empty list.
+ * list, a CPU beyond max_cpu (at most CPU_SETSIZE - 1), or an empty list.
  */
-struct cm_cpu_list {
-	unsigned char cpu[1024 / 8];
-	int count;
-};
-int cm_cli_parse_cpus(const char *list, struct cm_cpu_list *set, int max_cpu);
+int cm_cli_parse_cpus(const char *list, cpu_set_t *set, int max_cpu);
 
 /* The RPC health probe, usable on its own; returns the exit code above. */
 int cm_cli_rpc_health(const char *addr, int timeout_ms);

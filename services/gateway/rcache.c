@@ -23,7 +23,6 @@
  * That and the subscription are the only Redis traffic of the gateway's
  * cache.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -33,24 +32,6 @@
 #include "gateway.h"
 
 cm_cache *gw_rcache;
-
-/*
- * Whether a lookup can use the L1: the subscription is up and the
- * namespace's version known.  A lookup of the empty key tells without
- * touching Redis: it misses with a ticket exactly then.
- */
-static bool
-rcache_ready(void)
-{
-	cm_cache_value v;
-	cm_cache_ticket t;
-	int rv;
-
-	rv = cm_cache_l1_lookup(gw_rcache, GW_RCACHE_NS, "", 0, &v, &t);
-	if (rv == CM_OK)
-		free(v.data);
-	return (rv != CM_UNAVAILABLE || t.valid);
-}
 
 void
 gw_rcache_start(void)
@@ -115,7 +96,7 @@ gw_rcache_state(const char **detail)
 		          "the cache";
 		return (false);
 	}
-	if (!rcache_ready()) {
+	if (!cm_cache_l1_ready(gw_rcache, GW_RCACHE_NS)) {
 		*detail = "namespace version not known yet: redirects bypass "
 		          "the cache";
 		return (false);

@@ -67,11 +67,8 @@ REDIS_PID=$(cat "$WORK/redis/redis.pid")
 # cache_start [CPUS]: (re)starts the cache service, confined to CPUS if set.
 CACHE_PID=
 cache_start() {
-	if [ -n "$CACHE_PID" ]; then
-		kill -TERM "$CACHE_PID" && wait "$CACHE_PID" || true
-	fi
-	CACHE_CPUS=${1:-} bench_spawn cache "$BUILD/services/cache/cache"
-	CACHE_PID=${BENCH_PIDS[-1]}
+	bench_respawn CACHE_PID cache env CACHE_CPUS="${1:-}" \
+		"$BUILD/services/cache/cache"
 	bench_wait_healthy "$BUILD/services/cache/cache" "$CACHE_ADDR"
 }
 
@@ -122,12 +119,8 @@ export GATEWAY_LISTEN=127.0.0.1:$GW_PORT PUBLIC_BASE_URL=http://bench.test
 export GATEWAY_RATELIMIT=0 GATEWAY_CACHE_BYTES=0
 SH_PID=
 shortener_start() {
-	if [ -n "$SH_PID" ]; then
-		kill -TERM "$SH_PID" && wait "$SH_PID" || true
-	fi
-	SHORTENER_CACHE=$1 bench_spawn "shortener-$1" \
+	bench_respawn SH_PID "shortener-$1" env SHORTENER_CACHE="$1" \
 		"$BUILD/services/shortener/shortener"
-	SH_PID=${BENCH_PIDS[-1]}
 	bench_wait_healthy "$BUILD/services/shortener/shortener" \
 		"$SHORTENER_ADDR"
 	# The gateway redials within its backoff (20 ms at first).

@@ -55,6 +55,19 @@ bench_spawn() {
 	BENCH_PIDS+=($!)
 }
 
+# bench_respawn PIDVAR NAME CMD...: stops the process whose pid PIDVAR
+# holds (if any), starts CMD as bench_spawn NAME would, and sets PIDVAR.
+bench_respawn() {
+	local var=$1 name=$2 old
+	shift 2
+	old=${!var:-}
+	if [ -n "$old" ]; then
+		kill -TERM "$old" && wait "$old" || true
+	fi
+	bench_spawn "$name" "$@"
+	printf -v "$var" '%s' "${BENCH_PIDS[-1]}"
+}
+
 # bench_wait_healthy BIN ADDR: polls `BIN health` for up to 20 s.
 bench_wait_healthy() {
 	for _ in $(seq 200); do

@@ -326,18 +326,6 @@ test_engine_tombstone(void **state)
 	assert_int_equal(atomic_load(&l.calls), 0);
 }
 
-/* Whether the event-loop API can use L1 for ns now (a miss with a ticket). */
-static bool
-l1_usable(cm_cache *c, const char *ns, const char *key)
-{
-	cm_cache_value v = {0};
-	cm_cache_ticket t;
-	int rv = cm_cache_l1_lookup(c, ns, key, strlen(key), &v, &t);
-
-	free(v.data);
-	return (rv != CM_UNAVAILABLE || t.valid);
-}
-
 /*
  * Losing the invalidation connection clears L1 and forgets the namespace
  * versions; a tracked namespace's version is fetched again on
@@ -392,8 +380,18 @@ test_engine_l1_cleared_on_drop(void **state)
 	assert_true(after.l1_clears > before.l1_clears);
 	assert_true(cm_cache_subscribed(T.b));
 	/* The tracked namespace is usable at once, the other is not. */
-	assert_true(l1_usable(T.b, "drop", key));
-	assert_false(l1_usable(T.b, "untracked", other));
+	assert_true(cm_cache_l1_ready(T.b, "drop"));
+	assert_false(cm_cache_l1_ready(T.b, "untracked"));
+	{
+		/* ...which is what a lookup finds: a miss with a ticket. */
+		cm_cache_value v2 = {0};
+		cm_cache_ticket t;
+
+		assert_int_equal(cm_cache_l1_lookup(T.b, "untracked", other,
+		                                    strlen(other), &v2, &t),
+		                 CM_UNAVAILABLE);
+		assert_false(t.valid);
+	}
 }
 
 /* The event-loop lookup finds values larger than its stack buffer. */

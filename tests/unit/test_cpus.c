@@ -9,30 +9,30 @@
 #include "cli.h"
 
 static int
-has(const struct cm_cpu_list *s, int c)
+has(const cpu_set_t *s, int c)
 {
-	return ((s->cpu[c / 8] >> (c % 8)) & 1);
+	return (CPU_ISSET(c, s));
 }
 
 static void
 test_lists(void **state)
 {
-	struct cm_cpu_list s;
+	cpu_set_t s;
 
 	(void) state;
 	assert_int_equal(cm_cli_parse_cpus("0", &s, 7), 0);
-	assert_int_equal(s.count, 1);
+	assert_int_equal(CPU_COUNT(&s), 1);
 	assert_true(has(&s, 0));
 	assert_false(has(&s, 1));
 
 	assert_int_equal(cm_cli_parse_cpus("1-3,6", &s, 7), 0);
-	assert_int_equal(s.count, 4);
+	assert_int_equal(CPU_COUNT(&s), 4);
 	assert_true(has(&s, 1) && has(&s, 2) && has(&s, 3) && has(&s, 6));
 	assert_false(has(&s, 0) || has(&s, 4) || has(&s, 5) || has(&s, 7));
 
 	/* Overlaps count once. */
 	assert_int_equal(cm_cli_parse_cpus("0-2,1,2-3", &s, 7), 0);
-	assert_int_equal(s.count, 4);
+	assert_int_equal(CPU_COUNT(&s), 4);
 }
 
 static void
@@ -43,7 +43,7 @@ test_bad_lists(void **state)
 	    "3-1",  "1,",  ",1",   "1 ",
 	    " 1",   "1;2", "8",    "0-8",
 	    "1--2", "0x1", "1,,2", "99999999999999999999"};
-	struct cm_cpu_list s;
+	cpu_set_t s;
 
 	(void) state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
