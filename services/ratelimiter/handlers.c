@@ -44,7 +44,7 @@ static struct {
 static _Atomic int64_t last_store_warn;
 
 void
-rl_service_init(struct rl_service *s, struct rl_rules *rules)
+rl_service_init(struct rl_service *s, struct cm_rl_rules *rules)
 {
 	pthread_mutex_init(&s->mu, NULL);
 	s->rules = rules;
@@ -74,16 +74,16 @@ rl_service_init(struct rl_service *s, struct rl_rules *rules)
 void
 rl_service_fini(struct rl_service *s)
 {
-	rl_rules_free(s->rules);
+	cm_rl_rules_free(s->rules);
 	rl_fallback_free(s->fallback);
 	rl_hot_free(s->hot);
 	pthread_mutex_destroy(&s->mu);
 }
 
-static struct rl_rules *
+static struct cm_rl_rules *
 rules_get(struct rl_service *s)
 {
-	struct rl_rules *r;
+	struct cm_rl_rules *r;
 
 	pthread_mutex_lock(&s->mu);
 	r = s->rules;
@@ -93,7 +93,7 @@ rules_get(struct rl_service *s)
 }
 
 static void
-rules_put(struct rl_service *s, struct rl_rules *r)
+rules_put(struct rl_service *s, struct cm_rl_rules *r)
 {
 	bool last;
 
@@ -101,13 +101,13 @@ rules_put(struct rl_service *s, struct rl_rules *r)
 	last = --r->refs == 0;
 	pthread_mutex_unlock(&s->mu);
 	if (last)
-		rl_rules_free(r);
+		cm_rl_rules_free(r);
 }
 
 void
-rl_service_swap(struct rl_service *s, struct rl_rules *rules)
+rl_service_swap(struct rl_service *s, struct cm_rl_rules *rules)
 {
-	struct rl_rules *old;
+	struct cm_rl_rules *old;
 
 	pthread_mutex_lock(&s->mu);
 	old = s->rules;
@@ -125,7 +125,7 @@ is_admin(cm_rpc_ctx *ctx)
 }
 
 static Ratelimiter__RuleResult *
-rule_result(cm_rpc_ctx *ctx, const struct rl_match *m,
+rule_result(cm_rpc_ctx *ctx, const struct cm_rl_match *m,
             const struct rl_verdict *v)
 {
 	Ratelimiter__RuleResult *r =
@@ -168,9 +168,9 @@ h_check(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 	struct rl_service *svc = ctx->service_arg;
 	struct rl_worker *w = ctx->worker;
 	Ratelimiter__CheckResponse *resp;
-	struct rl_match m[RL_MAX_MATCH];
-	struct rl_verdict v[RL_MAX_MATCH];
-	struct rl_request req = {
+	struct cm_rl_match m[CM_RL_MAX_MATCH];
+	struct rl_verdict v[CM_RL_MAX_MATCH];
+	struct cm_rl_request req = {
 	    .method = rq->method,
 	    .path = rq->path,
 	    .ip = rq->ip,
@@ -178,7 +178,7 @@ h_check(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 	    .tier = rq->tier,
 	    .api_key = rq->api_key,
 	};
-	struct rl_rules *rules;
+	struct cm_rl_rules *rules;
 	int64_t cost = rq->cost > 0 ? rq->cost : 1, now = cm_mono_ms();
 	int64_t budget = NO_RULES_BUDGET, ttl = BUDGET_TTL_MS, left;
 	bool all = true, from_store = false;
@@ -188,7 +188,7 @@ h_check(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 	resp = cm_rpc_new_msg(ctx, &ratelimiter__check_response__descriptor);
 	rules = rules_get(svc);
 	resp->rules_version = rules->version;
-	n = rl_match(rules, &req, m, RL_MAX_MATCH);
+	n = cm_rl_match(rules, &req, m, CM_RL_MAX_MATCH);
 	resp->matched = n > 0;
 	resp->allowed = true;
 	for (i = 0; i < n; i++)
@@ -267,9 +267,9 @@ h_check(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 		resp->reset_s = ceil_s(v[bind].reset_ms);
 		resp->window_s = m[bind].lim.window_ms / 1000;
 		if (!all) {
-			resp->retry_after_s = ceil_s(v[bind].retry_ms);
-			if (resp->retry_after_s < 1)
-				resp->retry_after_s = 1;
+			resp->retry_ms =
+			    v[bind].retry_ms > 0 ? v[bind].retry_ms : 1;
+			resp->retry_after_s = ceil_s(resp->retry_ms);
 		}
 	}
 	if (all && budget > 0) {
@@ -287,51 +287,14 @@ h_rules(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 {
 	struct rl_service *svc = ctx->service_arg;
 	Ratelimiter__RulesResponse *resp;
-	struct rl_rules *rs;
-	size_t i, j;
+	struct cm_rl_rules *rs;
 
 	(void) in;
 	if (!is_admin(ctx))
 		return (cm_rpc_error(ctx, CM_PERMISSION_DENIED,
 		                     "the admin role is required"));
-	resp = cm_rpc_new_msg(ctx, &ratelimiter__rules_response__descriptor);
 	rs = rules_get(svc);
-	resp->source = cm_arena_strdup(ctx->arena, rs->source);
-	resp->loaded_at = rs->loaded_at;
-	resp->n_rules = rs->n;
-	resp->rules = cm_arena_alloc(ctx->arena, (rs->n + 1) * sizeof(void *));
-	for (i = 0; i < rs->n; i++) {
-		const struct rl_rule *r = &rs->v[i];
-		Ratelimiter__Rule *o =
-		    cm_rpc_new_msg(ctx, &ratelimiter__rule__descriptor);
-
-		o->name = cm_arena_strdup(ctx->arena, r->name);
-		o->method =
-		    cm_arena_strdup(ctx->arena, r->method ? r->method : "*");
-		o->path = cm_arena_strdup(ctx->arena, r->path);
-		o->key = cm_pbstr(rl_keyby_name(r->key));
-		o->algorithm = cm_pbstr(rl_algo_name(r->algo));
-		o->limit = r->lim.limit;
-		o->window_s = r->lim.window_ms / 1000;
-		o->burst = r->lim.burst;
-		o->shadow = r->shadow;
-		o->failure = cm_pbstr(r->fail_closed ? "closed" : "open");
-		o->n_tiers = r->ntiers;
-		o->tiers = cm_arena_alloc(ctx->arena,
-		                          (r->ntiers + 1) * sizeof(void *));
-		for (j = 0; j < r->ntiers; j++) {
-			Ratelimiter__Tier *t =
-			    cm_rpc_new_msg(ctx, &ratelimiter__tier__descriptor);
-
-			t->name = cm_arena_strdup(ctx->arena, r->tiers[j].name);
-			t->limit = r->tiers[j].lim.limit;
-			t->window_s = r->tiers[j].lim.window_ms / 1000;
-			t->burst = r->tiers[j].lim.burst;
-			t->unlimited = r->tiers[j].lim.unlimited;
-			o->tiers[j] = t;
-		}
-		resp->rules[i] = o;
-	}
+	resp = rl_rules_to_pb(rs, ctx->arena);
 	rules_put(svc, rs);
 	*out = &resp->base;
 	return (CM_OK);
@@ -339,19 +302,19 @@ h_rules(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 
 /* Which key kinds a rule's keying can produce. */
 static bool
-rule_has_kind(const struct rl_rule *r, const char *kind)
+rule_has_kind(const struct cm_rl_rule *r, const char *kind)
 {
 	switch (r->key) {
-	case RL_KEY_IP:
-	case RL_KEY_ANON_IP:
+	case CM_RL_KEY_IP:
+	case CM_RL_KEY_ANON_IP:
 		return (strcmp(kind, "ip") == 0);
-	case RL_KEY_USER:
+	case CM_RL_KEY_USER:
 		return (strcmp(kind, "user") == 0);
-	case RL_KEY_USER_OR_IP:
+	case CM_RL_KEY_USER_OR_IP:
 		return (strcmp(kind, "ip") == 0 || strcmp(kind, "user") == 0);
-	case RL_KEY_API_KEY:
+	case CM_RL_KEY_API_KEY:
 		return (strcmp(kind, "apikey") == 0);
-	case RL_KEY_GLOBAL:
+	case CM_RL_KEY_GLOBAL:
 		return (strcmp(kind, "all") == 0);
 	}
 	return (false);
@@ -370,9 +333,9 @@ h_status(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 	struct rl_service *svc = ctx->service_arg;
 	struct rl_worker *w = ctx->worker;
 	Ratelimiter__StatusResponse *resp;
-	struct rl_match m[RL_MAX_MATCH];
-	struct rl_verdict v[RL_MAX_MATCH];
-	struct rl_rules *rs;
+	struct cm_rl_match m[CM_RL_MAX_MATCH];
+	struct rl_verdict v[CM_RL_MAX_MATCH];
+	struct cm_rl_rules *rs;
 	char kind[16];
 	const char *value, *colon;
 	size_t i, n = 0;
@@ -396,8 +359,8 @@ h_status(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 		value = colon + 1;
 	}
 	rs = rules_get(svc);
-	for (i = 0; i < rs->n && n < RL_MAX_MATCH; i++) {
-		const struct rl_rule *r = &rs->v[i];
+	for (i = 0; i < rs->n && n < CM_RL_MAX_MATCH; i++) {
+		const struct cm_rl_rule *r = &rs->v[i];
 
 		if (rq->rule[0] != '\0' && strcmp(rq->rule, r->name) != 0)
 			continue;
@@ -407,7 +370,7 @@ h_status(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 		m[n].lim = r->lim;
 		if (m[n].lim.burst <= 0)
 			m[n].lim.burst = m[n].lim.limit;
-		rl_key(m[n].key, sizeof(m[n].key), r, kind, value);
+		cm_rl_key(m[n].key, sizeof(m[n].key), r, kind, value);
 		n++;
 	}
 	if (n > 0 &&

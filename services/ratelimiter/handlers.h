@@ -13,7 +13,7 @@
 
 struct rl_service {
 	pthread_mutex_t mu; /* guards rules and their reference counts */
-	struct rl_rules *rules;
+	struct cm_rl_rules *rules;
 	struct rl_fallback *fallback;
 	struct rl_hot *hot;
 };
@@ -23,10 +23,10 @@ struct rl_worker {
 	struct rl_store store;
 };
 
-void rl_service_init(struct rl_service *s, struct rl_rules *rules);
+void rl_service_init(struct rl_service *s, struct cm_rl_rules *rules);
 void rl_service_fini(struct rl_service *s);
 /* Puts rules in force; requests in progress finish with the old set. */
-void rl_service_swap(struct rl_service *s, struct rl_rules *rules);
+void rl_service_swap(struct rl_service *s, struct cm_rl_rules *rules);
 
 /*
  * The ratelimiter.RateLimiter service for cm_rpc_server: arg is the

@@ -117,7 +117,7 @@ rules_path(void)
 static void
 reload(void)
 {
-	struct rl_rules *rs;
+	struct cm_rl_rules *rs;
 	char err[512];
 
 	if (rl_rules_load(app.rules_path, &rs, err, sizeof(err)) != 0) {
@@ -135,7 +135,7 @@ serve(void)
 {
 	cm_rpc_server_config sc;
 	cm_rpc_server *server;
-	struct rl_rules *rs;
+	struct cm_rl_rules *rs;
 	const char *listen;
 	char err[512];
 	int rv, sig, workers;

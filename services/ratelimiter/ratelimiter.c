@@ -1,5 +1,6 @@
 /*
- * Rules, matching, the fallback limiter and the over-limit cache.
+ * Rules (parsed from the file, rendered for the Rules RPC), the fallback
+ * limiter and the over-limit cache.  Matching lives in common/rlrules.c.
  *
  * The rules file is YAML (JSON being YAML, a .json file works too), read
  * with libyaml into a document tree that is turned into a jansson value,
@@ -20,44 +21,7 @@
 #include <yaml.h>
 
 #include "ratelimiter.h"
-
-const char *
-rl_algo_name(enum rl_algo a)
-{
-	switch (a) {
-	case RL_TOKEN_BUCKET:
-		return ("token_bucket");
-	case RL_FIXED_WINDOW:
-		return ("fixed_window");
-	case RL_SLIDING_LOG:
-		return ("sliding_log");
-	case RL_SLIDING_WINDOW:
-		return ("sliding_window");
-	case RL_GCRA:
-		return ("gcra");
-	}
-	return ("?");
-}
-
-const char *
-rl_keyby_name(enum rl_keyby k)
-{
-	switch (k) {
-	case RL_KEY_IP:
-		return ("ip");
-	case RL_KEY_USER:
-		return ("user");
-	case RL_KEY_ANON_IP:
-		return ("anon_ip");
-	case RL_KEY_USER_OR_IP:
-		return ("user_or_ip");
-	case RL_KEY_API_KEY:
-		return ("api_key");
-	case RL_KEY_GLOBAL:
-		return ("global");
-	}
-	return ("?");
-}
+#include "util.h"
 
 /* ---- YAML -> jansson ---- */
 
@@ -188,7 +152,7 @@ parse_duration(const json_t *v)
 }
 
 static int
-parse_limit(json_t *o, const struct rl_limit *base, struct rl_limit *out,
+parse_limit(json_t *o, const struct cm_rl_limit *base, struct cm_rl_limit *out,
             const char *what, char *err, size_t errlen)
 {
 	json_t *v;
@@ -256,9 +220,11 @@ static const char *const rule_keys[] = {
 };
 
 static int
-parse_rule(json_t *o, size_t idx, struct rl_rule *r, char *err, size_t errlen)
+parse_rule(json_t *o, size_t idx, struct cm_rl_rule *r, char *err,
+           size_t errlen)
 {
-	static const struct rl_limit nolimit = {.limit = -1, .window_ms = -1};
+	static const struct cm_rl_limit nolimit = {.limit = -1,
+	                                           .window_ms = -1};
 	char what[96];
 	const char *s, *k;
 	json_t *v, *tv;
@@ -276,8 +242,8 @@ parse_rule(json_t *o, size_t idx, struct rl_rule *r, char *err, size_t errlen)
 			return (fail(err, errlen, "%s: unknown field \"%s\"",
 			             what, k));
 	}
-	if ((s = str_member(o, "name")) == NULL || *s == '\0' ||
-	    strlen(s) > 64 || strpbrk(s, "{}: ") != NULL)
+	s = str_member(o, "name");
+	if (!cm_rl_name_valid(s))
 		return (fail(err, errlen,
 		             "%s: name is required (1-64 characters, no "
 		             "braces, colons or spaces)",
@@ -294,32 +260,20 @@ parse_rule(json_t *o, size_t idx, struct rl_rule *r, char *err, size_t errlen)
 		return (fail(err, errlen, "%s: path must start with /", what));
 	r->path = xstrdup(s ? s : "/**");
 	s = str_member(o, "key");
-	r->key = RL_KEY_IP;
-	if (s != NULL) {
-		for (i = 0; i <= RL_KEY_GLOBAL; i++)
-			if (strcmp(s, rl_keyby_name((enum rl_keyby) i)) == 0)
-				break;
-		if (i > RL_KEY_GLOBAL)
-			return (fail(err, errlen,
-			             "%s: key must be ip, user, anon_ip, "
-			             "user_or_ip, api_key or global",
-			             what));
-		r->key = (enum rl_keyby) i;
-	}
+	r->key = CM_RL_KEY_IP;
+	if (s != NULL && cm_rl_keyby_parse(s, &r->key) != 0)
+		return (fail(err, errlen,
+		             "%s: key must be ip, user, anon_ip, user_or_ip, "
+		             "api_key or global",
+		             what));
 	s = str_member(o, "algorithm");
-	r->algo = RL_SLIDING_WINDOW;
-	if (s != NULL) {
-		for (i = 0; i <= RL_GCRA; i++)
-			if (strcmp(s, rl_algo_name((enum rl_algo) i)) == 0)
-				break;
-		if (i > RL_GCRA)
-			return (fail(err, errlen,
-			             "%s: algorithm must be token_bucket, "
-			             "fixed_window, sliding_log, "
-			             "sliding_window or gcra",
-			             what));
-		r->algo = (enum rl_algo) i;
-	}
+	r->algo = CM_RL_SLIDING_WINDOW;
+	if (s != NULL && cm_rl_algo_parse(s, &r->algo) != 0)
+		return (fail(err, errlen,
+		             "%s: algorithm must be token_bucket, "
+		             "fixed_window, sliding_log, sliding_window or "
+		             "gcra",
+		             what));
 	if (parse_limit(o, &nolimit, &r->lim, what, err, errlen) != 0)
 		return (-1);
 	if ((v = json_object_get(o, "shadow")) != NULL) {
@@ -347,7 +301,7 @@ parse_rule(json_t *o, size_t idx, struct rl_rule *r, char *err, size_t errlen)
 			abort();
 		json_object_foreach(v, k, tv)
 		{
-			struct rl_tier *t = &r->tiers[r->ntiers++];
+			struct cm_rl_tier *t = &r->tiers[r->ntiers++];
 			char twhat[160];
 
 			t->name = xstrdup(k);
@@ -361,30 +315,8 @@ parse_rule(json_t *o, size_t idx, struct rl_rule *r, char *err, size_t errlen)
 	return (0);
 }
 
-void
-rl_rules_free(struct rl_rules *rs)
-{
-	size_t i, j;
-
-	if (rs == NULL)
-		return;
-	for (i = 0; i < rs->n; i++) {
-		struct rl_rule *r = &rs->v[i];
-
-		free(r->name);
-		free(r->method);
-		free(r->path);
-		for (j = 0; j < r->ntiers; j++)
-			free(r->tiers[j].name);
-		free(r->tiers);
-	}
-	free(rs->v);
-	free(rs->source);
-	free(rs);
-}
-
 static int
-rules_from_json(json_t *top, struct rl_rules *rs, char *err, size_t errlen)
+rules_from_json(json_t *top, struct cm_rl_rules *rs, char *err, size_t errlen)
 {
 	json_t *rules, *v;
 	const char *k;
@@ -426,12 +358,12 @@ rules_from_json(json_t *top, struct rl_rules *rs, char *err, size_t errlen)
 
 int
 rl_rules_parse(const char *text, size_t len, const char *source,
-               struct rl_rules **out, char *err, size_t errlen)
+               struct cm_rl_rules **out, char *err, size_t errlen)
 {
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	yaml_node_t *root;
-	struct rl_rules *rs;
+	struct cm_rl_rules *rs;
 	json_t *top = NULL;
 	int rv = 0;
 
@@ -450,7 +382,7 @@ rl_rules_parse(const char *text, size_t len, const char *source,
 		          parser.problem_mark.column + 1,
 		          parser.problem ? parser.problem : "syntax error");
 		yaml_parser_delete(&parser);
-		rl_rules_free(rs);
+		cm_rl_rules_free(rs);
 		return (rv);
 	}
 	root = yaml_document_get_root_node(&doc);
@@ -463,7 +395,7 @@ rl_rules_parse(const char *text, size_t len, const char *source,
 		rv = rules_from_json(top, rs, err, errlen);
 	json_decref(top);
 	if (rv != 0) {
-		rl_rules_free(rs);
+		cm_rl_rules_free(rs);
 		return (rv);
 	}
 	/* FNV-1a of the text: replicas loading the same file agree. */
@@ -476,7 +408,8 @@ rl_rules_parse(const char *text, size_t len, const char *source,
 }
 
 int
-rl_rules_load(const char *path, struct rl_rules **out, char *err, size_t errlen)
+rl_rules_load(const char *path, struct cm_rl_rules **out, char *err,
+              size_t errlen)
 {
 	FILE *f;
 	char *buf = NULL;
@@ -508,112 +441,65 @@ rl_rules_load(const char *path, struct rl_rules **out, char *err, size_t errlen)
 	return (rv);
 }
 
-/* ---- matching ---- */
+/* ---- rules as the Rules RPC renders them ---- */
 
-bool
-rl_glob(const char *p, const char *s)
+/*
+ * A limit into the reply's fields.  window_s stays for callers that only
+ * read seconds; window_ms carries the exact window, which may be under a
+ * second or not a whole number of seconds ("500ms", "1.5s").
+ */
+static void
+limit_to_pb(const struct cm_rl_limit *l, int64_t *limit, int64_t *window_s,
+            int64_t *window_ms, int64_t *burst)
 {
-	for (; *p != '\0'; p++, s++) {
-		if (p[0] == '*' && p[1] == '*') {
-			p += 2;
-			if (*p == '\0')
-				return (true);
-			for (; *s != '\0'; s++)
-				if (rl_glob(p, s))
-					return (true);
-			return (rl_glob(p, s));
+	*limit = l->limit;
+	*window_s = l->window_ms / 1000;
+	*window_ms = l->window_ms;
+	*burst = l->burst;
+}
+
+Ratelimiter__RulesResponse *
+rl_rules_to_pb(const struct cm_rl_rules *rs, cm_arena *a)
+{
+	Ratelimiter__RulesResponse *resp;
+	size_t i, j;
+
+	resp = cm_arena_alloc(a, sizeof(*resp));
+	ratelimiter__rules_response__init(resp);
+	resp->source = cm_arena_strdup(a, rs->source);
+	resp->loaded_at = rs->loaded_at;
+	resp->version = rs->version;
+	resp->n_rules = rs->n;
+	resp->rules = cm_arena_alloc(a, (rs->n + 1) * sizeof(void *));
+	for (i = 0; i < rs->n; i++) {
+		const struct cm_rl_rule *r = &rs->v[i];
+		Ratelimiter__Rule *o = cm_arena_alloc(a, sizeof(*o));
+
+		ratelimiter__rule__init(o);
+		o->name = cm_arena_strdup(a, r->name);
+		o->method = cm_arena_strdup(a, r->method ? r->method : "*");
+		o->path = cm_arena_strdup(a, r->path);
+		o->key = cm_pbstr(cm_rl_keyby_name(r->key));
+		o->algorithm = cm_pbstr(cm_rl_algo_name(r->algo));
+		limit_to_pb(&r->lim, &o->limit, &o->window_s, &o->window_ms,
+		            &o->burst);
+		o->shadow = r->shadow;
+		o->failure = cm_pbstr(r->fail_closed ? "closed" : "open");
+		o->n_tiers = r->ntiers;
+		o->tiers = cm_arena_alloc(a, (r->ntiers + 1) * sizeof(void *));
+		for (j = 0; j < r->ntiers; j++) {
+			Ratelimiter__Tier *t = cm_arena_alloc(a, sizeof(*t));
+
+			ratelimiter__tier__init(t);
+			t->name = cm_arena_strdup(a, r->tiers[j].name);
+			limit_to_pb(&r->tiers[j].lim, &t->limit, &t->window_s,
+			            &t->window_ms, &t->burst);
+			t->unlimited = r->tiers[j].lim.unlimited;
+			o->tiers[j] = t;
 		}
-		if (*p == '*') {
-			p++;
-			for (;; s++) {
-				if (rl_glob(p, s))
-					return (true);
-				if (*s == '\0' || *s == '/')
-					return (false);
-			}
-		}
-		if (*s == '\0' || *p != *s)
-			return (false);
+		resp->rules[i] = o;
 	}
-	return (*s == '\0');
-}
-
-void
-rl_key(char *out, size_t outlen, const struct rl_rule *r, const char *kind,
-       const char *value)
-{
-	/* The hash tag keeps a rule's key in one Redis Cluster slot. */
-	snprintf(out, outlen, "rl:{%s:%s:%s}", r->name, kind, value);
-}
-
-static bool
-nonempty(const char *s)
-{
-	return (s != NULL && *s != '\0');
-}
-
-size_t
-rl_match(const struct rl_rules *rs, const struct rl_request *rq,
-         struct rl_match *out, size_t max)
-{
-	const char *ip = nonempty(rq->ip) ? rq->ip : "unknown";
-	size_t i, j, n = 0;
-
-	for (i = 0; rs != NULL && i < rs->n && n < max; i++) {
-		const struct rl_rule *r = &rs->v[i];
-		struct rl_match *m = &out[n];
-		const char *kind, *value;
-
-		if (r->method != NULL &&
-		    (rq->method == NULL || strcmp(r->method, rq->method) != 0))
-			continue;
-		if (!rl_glob(r->path, rq->path ? rq->path : "/"))
-			continue;
-		switch (r->key) {
-		case RL_KEY_USER:
-			if (!nonempty(rq->user))
-				continue;
-			kind = "user", value = rq->user;
-			break;
-		case RL_KEY_ANON_IP:
-			if (nonempty(rq->user))
-				continue;
-			kind = "ip", value = ip;
-			break;
-		case RL_KEY_USER_OR_IP:
-			if (nonempty(rq->user))
-				kind = "user", value = rq->user;
-			else
-				kind = "ip", value = ip;
-			break;
-		case RL_KEY_API_KEY:
-			if (!nonempty(rq->api_key))
-				continue;
-			kind = "apikey", value = rq->api_key;
-			break;
-		case RL_KEY_GLOBAL:
-			kind = "all", value = "all";
-			break;
-		case RL_KEY_IP:
-		default:
-			kind = "ip", value = ip;
-			break;
-		}
-		m->rule = r;
-		m->lim = r->lim;
-		for (j = 0; nonempty(rq->tier) && j < r->ntiers; j++)
-			if (strcmp(r->tiers[j].name, rq->tier) == 0) {
-				m->lim = r->tiers[j].lim;
-				break;
-			}
-		if (m->lim.unlimited)
-			continue;
-		if (m->lim.burst <= 0)
-			m->lim.burst = m->lim.limit;
-		rl_key(m->key, sizeof(m->key), r, kind, value);
-		n++;
-	}
-	return (n);
+	return (resp);
 }
 
 /* ---- bounded string-keyed tables (fallback limiter, over-limit cache) */
@@ -725,16 +611,16 @@ rl_fallback_free(struct rl_fallback *f)
 }
 
 bool
-rl_fallback_check(struct rl_fallback *f, const struct rl_match *m, size_t n,
+rl_fallback_check(struct rl_fallback *f, const struct cm_rl_match *m, size_t n,
                   int64_t cost, int64_t now_ms, struct rl_verdict *v)
 {
-	struct slot *s[RL_MAX_MATCH];
-	double tokens[RL_MAX_MATCH];
+	struct slot *s[CM_RL_MAX_MATCH];
+	double tokens[CM_RL_MAX_MATCH];
 	bool all = true, fresh;
 	size_t i;
 
-	if (n > RL_MAX_MATCH)
-		n = RL_MAX_MATCH;
+	if (n > CM_RL_MAX_MATCH)
+		n = CM_RL_MAX_MATCH;
 	pthread_mutex_lock(&f->t.mu);
 	for (i = 0; i < n; i++) {
 		double cap = (double) m[i].lim.burst;

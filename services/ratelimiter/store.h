@@ -21,7 +21,7 @@ struct rl_store_ops {
 	 * -1 if the store could not decide (down, slow, error): never a
 	 * verdict then.
 	 */
-	int (*check)(void *impl, const struct rl_match *m, size_t n,
+	int (*check)(void *impl, const struct cm_rl_match *m, size_t n,
 	             int64_t cost, bool peek, struct rl_verdict *v, bool *all);
 	bool (*ping)(void *impl);
 	void (*close)(void *impl);

@@ -178,9 +178,9 @@ struct rl_redis {
 };
 
 static const char *const algo_arg[] = {
-    [RL_TOKEN_BUCKET] = "tb", [RL_FIXED_WINDOW] = "fw",
-    [RL_SLIDING_LOG] = "sl",  [RL_SLIDING_WINDOW] = "sw",
-    [RL_GCRA] = "gcra",
+    [CM_RL_TOKEN_BUCKET] = "tb", [CM_RL_FIXED_WINDOW] = "fw",
+    [CM_RL_SLIDING_LOG] = "sl",  [CM_RL_SLIDING_WINDOW] = "sw",
+    [CM_RL_GCRA] = "gcra",
 };
 
 static int
@@ -203,16 +203,16 @@ load_script(struct rl_redis *s)
 	return (0);
 }
 
-#define ARGS_MAX (3 + RL_MAX_MATCH * 6 + 2)
+#define ARGS_MAX (3 + CM_RL_MAX_MATCH * 6 + 2)
 
 static int
-redis_check(void *impl, const struct rl_match *m, size_t n, int64_t cost,
+redis_check(void *impl, const struct cm_rl_match *m, size_t n, int64_t cost,
             bool peek, struct rl_verdict *v, bool *all)
 {
 	struct rl_redis *s = impl;
 	const char *argv[ARGS_MAX];
 	size_t argl[ARGS_MAX];
-	char nums[RL_MAX_MATCH][3][24], nk[8], costs[24];
+	char nums[CM_RL_MAX_MATCH][3][24], nk[8], costs[24];
 	redisReply *r = NULL;
 	int argc = 0, attempt, rv = -1;
 	size_t i;
@@ -221,8 +221,8 @@ redis_check(void *impl, const struct rl_match *m, size_t n, int64_t cost,
 		*all = true;
 		return (0);
 	}
-	if (n > RL_MAX_MATCH)
-		n = RL_MAX_MATCH;
+	if (n > CM_RL_MAX_MATCH)
+		n = CM_RL_MAX_MATCH;
 	if (s->sha[0] == '\0' && load_script(s) != 0)
 		return (-1);
 	argv[argc++] = "EVALSHA";

@@ -26,6 +26,7 @@
 
 #include "harness.h"
 #include "ratelimiter.pb-c.h"
+#include "rlrules.h"
 #include "rpc/rpc.h"
 #include "util.h"
 
@@ -222,7 +223,7 @@ suite_teardown(void **state)
 struct verdict {
 	int status;
 	bool allowed, unavailable;
-	long long remaining, retry_after;
+	long long remaining, retry_after, retry_ms;
 };
 
 static struct verdict
@@ -247,6 +248,7 @@ check(cm_rpc_client *c, const char *path, const char *ip, const char *user)
 		v.unavailable = out->unavailable;
 		v.remaining = out->remaining;
 		v.retry_after = out->retry_after_s;
+		v.retry_ms = out->retry_ms;
 	}
 	cm_arena_fini(&a);
 	return (v);
@@ -664,6 +666,134 @@ test_admin_routes(void **state)
 	h_resp_free(&r);
 }
 
+/* The rules reply as the gateway will fetch it: no user, the admin role. */
+static Ratelimiter__RulesResponse *
+rules_rpc(cm_rpc_client *c, cm_arena *a, bool admin, int *status)
+{
+	Ratelimiter__RulesRequest in = RATELIMITER__RULES_REQUEST__INIT;
+	Ratelimiter__RulesResponse *out = NULL;
+	cm_rpc_meta meta;
+
+	memset(&meta, 0, sizeof(meta));
+	if (admin) {
+		meta.meta[0].key = "claim.role";
+		meta.meta[0].value = "admin";
+		meta.nmeta = 1;
+	}
+	*status = cm_rpc_call(
+	    c, &meta, "ratelimiter.RateLimiter/Rules", &in.base,
+	    &ratelimiter__rules_response__descriptor,
+	    (ProtobufCMessage **) &out, cm_now_ms() + 2000, a, NULL, 0);
+	return (*status == CM_OK ? out : NULL);
+}
+
+/*
+ * The Rules reply rebuilt with cm_rl_rules_from_pb matches requests as
+ * the service does: Check's results name the same rules with the same
+ * keys and limits, and its rules_version is the reply's version.  Check's
+ * retry_ms is 0 when allowed and, when refused, what retry_after_s is
+ * rounded up from.
+ */
+static void
+test_rules_rpc(void **state)
+{
+	static const struct {
+		const char *path, *user, *tier, *api_key;
+	} reqs[] = {
+	    {"/x/fw", NULL, NULL, NULL},
+	    {"/m/a/tight", NULL, NULL, NULL},
+	    {"/m/a/b", NULL, NULL, NULL},
+	    {"/tier-q", "paula", "pro", NULL},
+	    {"/tier-q", "ivan", "internal", NULL},
+	    {"/tier-q", NULL, NULL, NULL},
+	    {"/keys-z", "alice", NULL, NULL},
+	    {"/ak-1", NULL, NULL, "k1"},
+	    {"/ak-1", NULL, NULL, NULL},
+	    {"/shadow-1", NULL, NULL, NULL},
+	    {"/fc-1", NULL, NULL, NULL},
+	    {"/nothing", NULL, NULL, NULL},
+	};
+	cm_rpc_client *c = client(T.rla_addr), *cb = client(T.rlb_addr);
+	Ratelimiter__RulesResponse *resp;
+	Ratelimiter__CheckResponse *cr;
+	struct cm_rl_match m[CM_RL_MAX_MATCH];
+	struct cm_rl_rules *rs = NULL;
+	char err[256] = "", ip[32];
+	cm_arena a;
+	size_t i, j, n;
+	int st, k;
+
+	(void) state;
+	cm_arena_init(&a);
+	assert_null(rules_rpc(c, &a, false, &st));
+	assert_int_equal(st, CM_PERMISSION_DENIED);
+	resp = rules_rpc(c, &a, true, &st);
+	assert_int_equal(st, CM_OK);
+	assert_true(resp->version != 0);
+	if (cm_rl_rules_from_pb(resp, &rs, err, sizeof(err)) != 0)
+		fail_msg("from_pb: %s", err);
+	assert_int_equal(rs->n, 19);
+	assert_int_equal(rs->version, resp->version);
+	/* Both instances load the same file: the same version. */
+	assert_int_equal(rules_rpc(cb, &a, true, &st)->version, resp->version);
+
+	for (i = 0; i < CM_ARRAY_LEN(reqs); i++) {
+		Ratelimiter__CheckRequest in = RATELIMITER__CHECK_REQUEST__INIT;
+		struct cm_rl_request rq = {
+		    .method = "GET",
+		    .path = reqs[i].path,
+		    .ip = ip,
+		    .user = reqs[i].user,
+		    .tier = reqs[i].tier,
+		    .api_key = reqs[i].api_key,
+		};
+
+		snprintf(ip, sizeof(ip), "10.12.0.%zu", i + 1);
+		in.method = cm_pbstr("GET");
+		in.path = cm_pbstr(reqs[i].path);
+		in.ip = ip;
+		in.user = cm_pbstr(reqs[i].user ? reqs[i].user : "");
+		in.tier = cm_pbstr(reqs[i].tier ? reqs[i].tier : "");
+		in.api_key = cm_pbstr(reqs[i].api_key ? reqs[i].api_key : "");
+		assert_int_equal(
+		    cm_rpc_call(c, NULL, "ratelimiter.RateLimiter/Check",
+		                &in.base,
+		                &ratelimiter__check_response__descriptor,
+		                (ProtobufCMessage **) &cr, cm_now_ms() + 2000,
+		                &a, NULL, 0),
+		    CM_OK);
+		n = cm_rl_match(rs, &rq, m, CM_RL_MAX_MATCH);
+		assert_int_equal(cr->rules_version, rs->version);
+		assert_int_equal(cr->matched, n > 0);
+		assert_int_equal(cr->n_results, n);
+		for (j = 0; j < n; j++) {
+			assert_string_equal(cr->results[j]->rule,
+			                    m[j].rule->name);
+			assert_string_equal(cr->results[j]->key, m[j].key);
+			assert_int_equal(cr->results[j]->limit, m[j].lim.limit);
+		}
+		assert_true(cr->allowed);
+		assert_int_equal(cr->retry_ms, 0);
+	}
+	cm_rl_rules_free(rs);
+
+	/* hdr: 3 a minute, fixed window; the 4th is refused. */
+	for (k = 0; k < 4; k++) {
+		struct verdict v = check(c, "/hdr-rr", "10.12.1.1", NULL);
+
+		assert_int_equal(v.allowed, k < 3);
+		if (k < 3) {
+			assert_int_equal(v.retry_ms, 0);
+			continue;
+		}
+		assert_true(v.retry_ms > 0 && v.retry_ms <= 60000);
+		assert_int_equal(v.retry_after, (v.retry_ms + 999) / 1000);
+	}
+	cm_arena_fini(&a);
+	cm_rpc_client_close(cb);
+	cm_rpc_client_close(c);
+}
+
 /* SIGHUP: the new file applies; a broken file keeps the old rules. */
 static void
 test_reload(void **state)
@@ -805,6 +935,7 @@ main(void)
 	    cmocka_unit_test(test_api_keys),
 	    cmocka_unit_test(test_wildcards),
 	    cmocka_unit_test(test_admin_routes),
+	    cmocka_unit_test(test_rules_rpc),
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_redis_down),
 	    cmocka_unit_test(test_ratelimiter_down),
