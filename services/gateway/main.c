@@ -1,11 +1,17 @@
 /*
  * gateway: HTTP/1.1 + JSON in front of the services.
  *
- * Wiring only: configuration, the route table, upstream clients, the
- * redirect cache (a cache engine, rcache.c), one event loop per thread,
- * and signals.  Signals are blocked in every thread (before any is
- * started) and taken here with sigwait; the main thread then asks each
- * loop to drain and waits for them to finish.
+ * Wiring only: configuration, the handlers and filters (registered here,
+ * bound to the route table by the core), the core (upstreams, redirect
+ * cache, access log), one event loop per thread, and signals.  Signals
+ * are blocked in every thread (before any is started) and taken here with
+ * sigwait; the main thread then asks each loop to drain and waits for
+ * them to finish.
+ *
+ * The layers, from the bottom: lib/ (pure), net/ (loops, connections,
+ * HTTP/1.1), core/ (a request's life, filters, upstreams), handler/ (one
+ * file per kind of endpoint).  Built with GW_TEST_HANDLERS (the
+ * gateway-test binary), it also serves handler/testing.c's /_test/ routes.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -19,12 +25,10 @@
 #include "log.h"
 #include "util.h"
 
-#include "gateway.h"
+#include "handler/handlers.h"
+#include "probe.h"
 
 #define DEFAULT_SECRET "dev-secret-change-me"
-
-struct gw_config gw_cfg;
-struct gw_router gw_router;
 
 /* Splits GATEWAY_LISTEN: "host:port", "[v6]:port", ":port" or "port",
  * optionally prefixed by http:// or tcp://. */
@@ -37,32 +41,32 @@ parse_listen(const char *s)
 
 	if (strncmp(p, "http://", 7) == 0 || strncmp(p, "tcp://", 6) == 0)
 		p = strchr(p, '/') + 2;
-	gw_cfg.listen_host[0] = '\0';
+	gw_net_cfg.listen_host[0] = '\0';
 	if (*p == '[') {
 		const char *rb = strchr(p, ']');
 
 		if (rb == NULL || rb[1] != ':' ||
-		    (size_t) (rb - p - 1) >= sizeof(gw_cfg.listen_host))
+		    (size_t) (rb - p - 1) >= sizeof(gw_net_cfg.listen_host))
 			fatalx("event=config GATEWAY_LISTEN=%s err=malformed",
 			       s);
-		memcpy(gw_cfg.listen_host, p + 1, (size_t) (rb - p - 1));
-		gw_cfg.listen_host[rb - p - 1] = '\0';
+		memcpy(gw_net_cfg.listen_host, p + 1, (size_t) (rb - p - 1));
+		gw_net_cfg.listen_host[rb - p - 1] = '\0';
 		colon = rb + 1;
 	} else if ((colon = strrchr(p, ':')) != NULL) {
-		if ((size_t) (colon - p) >= sizeof(gw_cfg.listen_host))
+		if ((size_t) (colon - p) >= sizeof(gw_net_cfg.listen_host))
 			fatalx("event=config GATEWAY_LISTEN=%s err=malformed",
 			       s);
-		memcpy(gw_cfg.listen_host, p, (size_t) (colon - p));
-		gw_cfg.listen_host[colon - p] = '\0';
+		memcpy(gw_net_cfg.listen_host, p, (size_t) (colon - p));
+		gw_net_cfg.listen_host[colon - p] = '\0';
 	} else {
 		colon = p - 1;
 	}
 	port = strtol(colon + 1, &end, 10);
 	if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535)
 		fatalx("event=config GATEWAY_LISTEN=%s err=\"bad port\"", s);
-	gw_cfg.listen_port = (int) port;
-	if (strcmp(gw_cfg.listen_host, "*") == 0)
-		gw_cfg.listen_host[0] = '\0';
+	gw_net_cfg.listen_port = (int) port;
+	if (strcmp(gw_net_cfg.listen_host, "*") == 0)
+		gw_net_cfg.listen_host[0] = '\0';
 }
 
 static const char *
@@ -79,126 +83,110 @@ config_load(void)
 	char err[256];
 
 	parse_listen(cm_env_str("GATEWAY_LISTEN", "0.0.0.0:8080"));
-	gw_cfg.threads =
+	gw_net_cfg.threads =
 	    (int) cm_env_int("GATEWAY_THREADS", ncpu > 0 ? ncpu : 1, 1, 256);
-	gw_cfg.max_header_bytes = (size_t) cm_env_int(
+	gw_net_cfg.max_header_bytes = (size_t) cm_env_int(
 	    "GATEWAY_MAX_HEADER_BYTES", 16384, 1024, 1 << 20);
-	gw_cfg.max_body_bytes =
-	    (size_t) cm_env_int("GATEWAY_MAX_BODY_BYTES", 1 << 20, 0, 1L << 30);
-	gw_cfg.idle_timeout_ms =
+	gw_net_cfg.max_headers =
+	    (size_t) cm_env_int("GATEWAY_MAX_HEADERS", 100, 1, 10000);
+	gw_net_cfg.max_body_bytes = (uint64_t) cm_env_int(
+	    "GATEWAY_MAX_BODY_BYTES", 1 << 20, 0, 1L << 30);
+	gw_net_cfg.idle_timeout_ms =
 	    cm_env_int("GATEWAY_IDLE_TIMEOUT_MS", 60000, 100, 86400000);
-	gw_cfg.request_timeout_ms =
+	gw_net_cfg.request_timeout_ms =
 	    cm_env_int("GATEWAY_REQUEST_TIMEOUT_MS", 10000, 100, 3600000);
-	gw_cfg.rpc_timeout_ms =
-	    cm_env_int("GATEWAY_RPC_TIMEOUT_MS", 3000, 10, 600000);
-	gw_cfg.drain_timeout_ms =
+	gw_net_cfg.drain_timeout_ms =
 	    cm_env_int("GATEWAY_DRAIN_TIMEOUT_MS", 30000, 0, 3600000);
-	gw_cfg.access_log = cm_env_bool("GATEWAY_ACCESS_LOG", true) &&
-	                    strcasecmp(lv, "warn") != 0 &&
-	                    strcasecmp(lv, "warning") != 0 &&
-	                    strcasecmp(lv, "error") != 0;
-	gw_cfg.cache_bytes =
+
+	gw_core_cfg.rpc_timeout_ms =
+	    cm_env_int("GATEWAY_RPC_TIMEOUT_MS", 3000, 10, 600000);
+	gw_core_cfg.access_log = cm_env_bool("GATEWAY_ACCESS_LOG", true) &&
+	                         strcasecmp(lv, "warn") != 0 &&
+	                         strcasecmp(lv, "warning") != 0 &&
+	                         strcasecmp(lv, "error") != 0;
+	gw_core_cfg.cache_bytes =
 	    (size_t) cm_env_int("GATEWAY_CACHE_BYTES", 64L << 20, 0, 1L << 40);
-	gw_cfg.cache_ttl_ms =
+	gw_core_cfg.cache_ttl_ms =
 	    cm_env_int("GATEWAY_CACHE_TTL_MS", 60000, 0, 86400000);
-	gw_cfg.negative_ttl_ms =
+	gw_core_cfg.negative_ttl_ms =
 	    cm_env_int("GATEWAY_NEGATIVE_TTL_MS", 2000, 0, 3600000);
-	gw_cfg.click_flush_ms =
-	    cm_env_int("GATEWAY_CLICK_FLUSH_MS", 1000, 10, 3600000);
-	gw_cfg.click_max_codes = (size_t) cm_env_int("GATEWAY_CLICK_MAX_CODES",
-	                                             100000, 1, 100000000);
-	gw_cfg.redirect_status =
-	    (int) cm_env_int("REDIRECT_STATUS", 302, 301, 302);
-	gw_cfg.jwt_secret = jwt_secret();
-	gw_cfg.jwt_secret_len = strlen(gw_cfg.jwt_secret);
-	if (gw_cfg.jwt_secret_len == 0)
+	gw_core_cfg.jwt_secret = jwt_secret();
+	gw_core_cfg.jwt_secret_len = strlen(gw_core_cfg.jwt_secret);
+	if (gw_core_cfg.jwt_secret_len == 0)
 		fatalx("event=config err=\"AUTH_JWT_SECRET is empty\"");
-	if (strcmp(gw_cfg.jwt_secret, DEFAULT_SECRET) == 0)
+	if (strcmp(gw_core_cfg.jwt_secret, DEFAULT_SECRET) == 0)
 		log_warnx("event=config msg=\"AUTH_JWT_SECRET is the built-in "
 		          "development secret; set it outside local use\"");
-	gw_cfg.metrics_token = cm_env_str("METRICS_TOKEN", "");
-	if (gw_trust_parse(&gw_cfg.trust, cm_env_str("TRUSTED_PROXIES", ""),
-	                   err, sizeof(err)) != 0)
+	gw_core_cfg.metrics_token = cm_env_str("METRICS_TOKEN", "");
+	if (gw_trust_parse(&gw_core_cfg.trust,
+	                   cm_env_str("TRUSTED_PROXIES", ""), err,
+	                   sizeof(err)) != 0)
 		fatalx("event=config TRUSTED_PROXIES err=\"%s\"", err);
-	gw_cfg.redis_url = cm_env_str("REDIS_URL", "redis://127.0.0.1:6379");
-	http_parser_set_max_header_size((uint32_t) gw_cfg.max_header_bytes);
+	gw_core_cfg.redis_url =
+	    cm_env_str("REDIS_URL", "redis://127.0.0.1:6379");
 }
 
+#ifdef GW_TEST_HANDLERS
+static struct gw_route *all; /* the shipped routes and the tests' */
+#endif
+
+/* The handlers and filters, then the core with the route table. */
 static void
-routes_load(void)
+core_start(void)
 {
-	char err[256];
-	size_t i;
+	gw_rpc_register();
+	gw_redirect_register();
+	gw_health_register();
+	gw_metrics_register();
+	gw_ratelimit_register();
+#ifdef GW_TEST_HANDLERS
+	{
+		size_t n = gw_nroutes + gw_testing_nroutes;
 
-	if (gw_router_init(&gw_router, gw_routes, gw_nroutes, gw_services,
-	                   gw_nservices, err, sizeof(err)) != 0)
-		fatalx("event=routes err=\"%s\"", err);
-	for (i = 0; i < gw_router.n; i++) {
-		struct gw_croute *r = &gw_router.routes[i];
-
-		if (r->in == NULL)
-			continue;
-		if ((r->up = gw_upstream_find(r->upstream_name)) == NULL)
-			fatalx("event=routes route=\"%s\" err=\"no upstream "
-			       "%s\"",
-			       r->label, r->upstream_name);
+		gw_testing_register();
+		if ((all = calloc(n, sizeof(*all))) == NULL)
+			fatalx("gateway: out of memory");
+		/* The test routes first: /{code} would take them. */
+		memcpy(all, gw_testing_routes,
+		       gw_testing_nroutes * sizeof(*all));
+		memcpy(all + gw_testing_nroutes, gw_routes,
+		       gw_nroutes * sizeof(*all));
+		gw_core_start(all, n);
+		log_warnx("event=test_build msg=\"/_test/ routes served: not "
+		          "for production\"");
 	}
+#else
+	gw_core_start(gw_routes, gw_nroutes);
+#endif
 }
 
 static int
 gw_serve(void)
 {
-	size_t i;
 	int port, sig;
 
 	cm_signals_block();
 	config_load();
-	routes_load();
-	gw_upstreams_open();
-	gw_ratelimit_init();
-	gw_rcache_start();
-	gw_metrics_init();
-	gw_alog_start();
-
-	gw_nloops = (size_t) gw_cfg.threads;
-	if ((gw_loops = calloc(gw_nloops, sizeof(*gw_loops))) == NULL)
-		fatalx("gateway: out of memory");
-	port = gw_cfg.listen_port;
-	for (i = 0; i < gw_nloops; i++) {
-		if ((gw_loops[i] = calloc(1, sizeof(*gw_loops[i]))) == NULL)
-			fatalx("gateway: out of memory");
-		if (gw_loop_init(gw_loops[i], (unsigned) i, &port) != 0)
-			fatalx("event=listen host=%s port=%d err=\"cannot "
-			       "listen\"",
-			       gw_cfg.listen_host, gw_cfg.listen_port);
-	}
-	for (i = 0; i < gw_nloops; i++)
-		if (pthread_create(&gw_loops[i]->thread, NULL, gw_loop_run,
-		                   gw_loops[i]) != 0)
-			fatal("event=thread_create");
+	core_start();
+	port = gw_net_cfg.listen_port;
+	if (gw_loops_start(&port) != 0)
+		fatalx("event=listen host=%s port=%d err=\"cannot listen\"",
+		       gw_net_cfg.listen_host, gw_net_cfg.listen_port);
 	log_info("event=listening addr=%s:%d threads=%zu routes=%zu "
-	         "redirect_status=%d access_log=%d",
-	         gw_cfg.listen_host[0] ? gw_cfg.listen_host : "*", port,
-	         gw_nloops, gw_router.n, gw_cfg.redirect_status,
-	         gw_cfg.access_log);
+	         "access_log=%d",
+	         gw_net_cfg.listen_host[0] ? gw_net_cfg.listen_host : "*", port,
+	         gw_nloops, gw_router.n, gw_core_cfg.access_log);
 
 	while ((sig = cm_signals_wait()) == SIGHUP)
 		log_info("event=signal signal=SIGHUP msg=ignored");
 	log_info("event=draining signal=%d", sig);
-	for (i = 0; i < gw_nloops; i++)
-		gw_loop_drain(gw_loops[i]);
-	for (i = 0; i < gw_nloops; i++)
-		pthread_join(gw_loops[i]->thread, NULL);
-
-	gw_upstreams_close();
-	for (i = 0; i < gw_nloops; i++)
-		gw_loop_free(gw_loops[i]);
-	free(gw_loops);
-	gw_alog_stop();
-	gw_rcache_stop();
-	gw_ratelimit_fini();
-	gw_router_fini(&gw_router);
-	gw_trust_fini(&gw_cfg.trust);
+	gw_loops_stop();
+	gw_core_stop_upstreams();
+	gw_loops_free();
+	gw_core_stop();
+#ifdef GW_TEST_HANDLERS
+	free(all);
+#endif
 	log_info("event=stopped");
 	return (0);
 }
@@ -297,6 +285,7 @@ static const cm_cli cli = {
         "(http://127.0.0.1:8080)\n"
         "  GATEWAY_THREADS            event loops (number of CPUs)\n"
         "  GATEWAY_MAX_HEADER_BYTES   request line + headers (16384)\n"
+        "  GATEWAY_MAX_HEADERS        header lines per request (100)\n"
         "  GATEWAY_MAX_BODY_BYTES     request body (1048576)\n"
         "  GATEWAY_IDLE_TIMEOUT_MS    keep-alive idle timeout (60000)\n"
         "  GATEWAY_REQUEST_TIMEOUT_MS time to receive a request (10000)\n"
@@ -305,6 +294,10 @@ static const cm_cli cli = {
         "ratelimiter (1)\n"
         "  GATEWAY_RATELIMIT_TIMEOUT_MS  its deadline; past it the rules'\n"
         "                             failure policy applies (20)\n"
+        "  GATEWAY_RATELIMIT_RULES_POLL_MS  how often the ratelimiter's "
+        "rules\n"
+        "                             are fetched for local matching "
+        "(1000)\n"
         "  RATELIMITER_ADDR           the ratelimiter "
         "(tcp://127.0.0.1:7002)\n"
         "  GATEWAY_DRAIN_TIMEOUT_MS   graceful shutdown bound (30000)\n"

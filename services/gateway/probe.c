@@ -19,7 +19,7 @@
 
 #include "util.h"
 
-#include "gateway.h"
+#include "probe.h"
 
 enum {
 	PROBE_SERVING = 0,

@@ -461,3 +461,21 @@ h_jwt(const char *secret, const char *alg, const char *payload_json)
 	free(signing);
 	return (out);
 }
+
+long long
+h_metric(const char *base, const char *name)
+{
+	char url[128], pat[256];
+	const char *p;
+	long long v = -1;
+	h_resp r;
+
+	snprintf(url, sizeof(url), "%s/metrics", base);
+	snprintf(pat, sizeof(pat), "\n%s ", name);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	if (r.status == 200 && r.body != NULL &&
+	    (p = strstr(r.body, pat)) != NULL)
+		v = strtoll(p + strlen(pat), NULL, 10);
+	h_resp_free(&r);
+	return (v);
+}

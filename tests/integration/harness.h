@@ -91,6 +91,13 @@ char *h_raw(int port, const char *data, size_t len, int timeout_ms,
 char *h_json_str(const h_resp *r, const char *path);
 long long h_json_int(const h_resp *r, const char *path);
 
+/*
+ * One sample of a gateway's /metrics (asked from loopback): name with its
+ * labels as exposed ("gateway_ratelimit_checks_total{result=\"local\"}"),
+ * or -1 if absent.  Counters kept per loop may lag by a tick (250 ms).
+ */
+long long h_metric(const char *base, const char *name);
+
 /* A signed HS256 JWT with the given payload JSON, or with alg "none". */
 char *h_jwt(const char *secret, const char *alg, const char *payload_json);
 

@@ -204,29 +204,6 @@ assert_error(const h_resp *r, long status, const char *code)
 	free(m);
 }
 
-/*
- * One unlabelled sample of the gateway's /metrics (asked from loopback),
- * or -1 if absent.  Counters counted on another loop than the one that
- * answers may lag by a sweep (250 ms).
- */
-static long long
-metric(const char *base, const char *name)
-{
-	char url[128], pat[128];
-	const char *p;
-	long long v = -1;
-	h_resp r;
-
-	snprintf(url, sizeof(url), "%s/metrics", base);
-	snprintf(pat, sizeof(pat), "\n%s ", name);
-	h_http(&r, "GET", url, NULL, NULL, 0);
-	if (r.status == 200 && r.body != NULL &&
-	    (p = strstr(r.body, pat)) != NULL)
-		v = strtoll(p + strlen(pat), NULL, 10);
-	h_resp_free(&r);
-	return (v);
-}
-
 /* The "redirect_cache" member of a gateway's /healthz: its detail. */
 static char *
 cache_health(const char *base)
@@ -246,7 +223,7 @@ static bool
 cache_wait_subscribed(const char *base, int ms)
 {
 	for (int i = 0; i < ms / 20; i++) {
-		if (metric(base, "gateway_redirect_cache_subscribed") == 1)
+		if (h_metric(base, "gateway_redirect_cache_subscribed") == 1)
 			return (true);
 		h_msleep(20);
 	}
@@ -260,14 +237,15 @@ cache_wait_subscribed(const char *base, int ms)
 static bool
 cache_serves(const char *base, const char *code)
 {
-	long long before = metric(base, "gateway_redirect_cache_hits_total");
+	long long before = h_metric(base, "gateway_redirect_cache_hits_total");
 	h_resp r;
 
 	for (int i = 0; i < 100; i++) {
 		follow(&r, base, code, "GET");
 		assert_int_equal(r.status, 302);
 		h_resp_free(&r);
-		if (metric(base, "gateway_redirect_cache_hits_total") > before)
+		if (h_metric(base, "gateway_redirect_cache_hits_total") >
+		    before)
 			return (true);
 		h_msleep(20);
 	}
@@ -990,7 +968,7 @@ test_healthz_and_metrics(void **state)
 	assert_non_null(strstr(r.body, "gateway_redirect_cache_hits_total"));
 	assert_non_null(strstr(r.body, "gateway_redirect_cache_entries"));
 	h_resp_free(&r);
-	assert_int_equal(metric(T.a_url, "gateway_redirect_cache_subscribed"),
+	assert_int_equal(h_metric(T.a_url, "gateway_redirect_cache_subscribed"),
 	                 1);
 	st = cache_health(T.a_url);
 	assert_non_null(st);
@@ -1067,7 +1045,7 @@ test_redis_down_redirects_served(void **state)
 	assert_non_null(d);
 	assert_non_null(strstr(d, "subscription down"));
 	free(d);
-	assert_int_equal(metric(T.a_url, "gateway_redirect_cache_subscribed"),
+	assert_int_equal(h_metric(T.a_url, "gateway_redirect_cache_subscribed"),
 	                 0);
 	/* Never followed anywhere: must come from Postgres. */
 	follow(&r, T.b_url, fresh, "GET");
@@ -1085,7 +1063,7 @@ test_redis_down_redirects_served(void **state)
 	/* Subscribed again (the cache was cleared meanwhile), the gateway
 	 * learns the namespace's version anew and caches again. */
 	assert_true(cache_wait_subscribed(T.a_url, 5000));
-	assert_true(metric(T.a_url, "gateway_redirect_cache_clears_total") >=
+	assert_true(h_metric(T.a_url, "gateway_redirect_cache_clears_total") >=
 	            2);
 	assert_true(cache_serves(T.a_url, c3));
 	free(c3);

@@ -1,5 +1,6 @@
 /*
- * The gateway's metrics and GET /metrics.
+ * The gateway's metrics; GET /metrics is a handler (handler/metrics.c)
+ * that serves gw_metrics_render.
  *
  * Series: gateway_http_requests_total{route,status},
  * gateway_http_request_duration_seconds{route} (histogram),
@@ -16,10 +17,6 @@
  * redirect path does not bounce counter cache lines between cores; a
  * scrape may lag by up to a sweep (250 ms).  Latency histograms are
  * observed directly.
- *
- * /metrics answers loopback clients, and others that present
- * "Authorization: Bearer <METRICS_TOKEN>" (compared in constant time);
- * anyone else gets 403.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +24,7 @@
 
 #include "log.h"
 
-#include "gateway.h"
+#include "internal.h"
 
 #define NSLOTS 500 /* statuses 100..599 */
 
@@ -71,8 +68,16 @@ gw_metrics_init(void)
 }
 
 void
-gw_metrics_loop_init(struct gw_loop *l)
+gw_metrics_fini(void)
 {
+	free(route_hist);
+	route_hist = NULL;
+}
+
+void
+gw_metrics_loop_init(struct gw_loop *lp)
+{
+	struct gw_core_loop *l = gw_core_loop(lp);
 	size_t n = (gw_router.n + 1) * NSLOTS;
 
 	l->req_counters = calloc(n, sizeof(*l->req_counters));
@@ -82,8 +87,9 @@ gw_metrics_loop_init(struct gw_loop *l)
 }
 
 void
-gw_metrics_loop_flush(struct gw_loop *l)
+gw_metrics_loop_flush(struct gw_loop *lp)
 {
+	struct gw_core_loop *l = gw_core_loop(lp);
 	size_t i, n = (gw_router.n + 1) * NSLOTS;
 
 	for (i = 0; i < n; i++) {
@@ -113,10 +119,12 @@ gw_metrics_loop_flush(struct gw_loop *l)
 }
 
 void
-gw_metrics_loop_fini(struct gw_loop *l)
+gw_metrics_loop_fini(struct gw_loop *lp)
 {
+	struct gw_core_loop *l = gw_core_loop(lp);
+
 	if (l->req_local != NULL)
-		gw_metrics_loop_flush(l);
+		gw_metrics_loop_flush(lp);
 	free(l->req_counters);
 	free(l->req_local);
 	l->req_counters = NULL;
@@ -124,9 +132,10 @@ gw_metrics_loop_fini(struct gw_loop *l)
 }
 
 void
-gw_metrics_request(struct gw_loop *l, const struct gw_croute *r, int status,
+gw_metrics_request(struct gw_loop *lp, const struct gw_croute *r, int status,
                    int64_t dur_us)
 {
+	struct gw_core_loop *l = gw_core_loop(lp);
 	size_t idx = r != NULL ? r->idx : gw_router.n;
 	size_t slot = status >= 100 && status < 100 + NSLOTS
 	                  ? (size_t) (status - 100)
@@ -137,8 +146,10 @@ gw_metrics_request(struct gw_loop *l, const struct gw_croute *r, int status,
 }
 
 void
-gw_metrics_cache(struct gw_loop *l, bool hit)
+gw_metrics_cache(struct gw_loop *lp, bool hit)
 {
+	struct gw_core_loop *l = gw_core_loop(lp);
+
 	if (hit)
 		l->cache_hits++;
 	else
@@ -166,48 +177,21 @@ gw_metrics_upstream_error(const struct gw_upstream *u, int code)
 	               1);
 }
 
-static bool
-metrics_allowed(struct gw_conn *c)
+char *
+gw_metrics_render(void)
 {
-	struct gw_req *rq = &c->req;
-	const char *tok;
-	size_t toklen;
-
-	if (gw_ip_is_loopback(rq->client))
-		return (true);
-	if (gw_cfg.metrics_token[0] == '\0' || rq->auth.len == 0)
-		return (false);
-	if (gw_bearer(rq->auth.p, rq->auth.len, &tok, &toklen) != 0)
-		return (false);
-	return (gw_secret_equal(tok, toklen, gw_cfg.metrics_token,
-	                        strlen(gw_cfg.metrics_token)));
-}
-
-void
-gw_metrics_handle(struct gw_conn *c)
-{
-	struct gw_buf *s = &c->loop->scratch;
+	struct gw_buf s = {0};
 	cm_cache_stats st;
 	char *text;
 
-	if (!metrics_allowed(c)) {
-		gw_respond_error(
-		    c, 403, "PERMISSION_DENIED",
-		    "metrics are for loopback or the metrics token", NULL);
-		return;
-	}
-	gw_metrics_loop_flush(c->loop);
-	if ((text = cm_metrics_render()) == NULL) {
-		gw_respond_error(c, 500, "INTERNAL", "out of memory", NULL);
-		return;
-	}
-	s->len = 0;
-	gw_buf_puts(s, text);
+	if ((text = cm_metrics_render()) == NULL)
+		return (NULL);
+	gw_buf_puts(&s, text);
 	free(text);
 	if (gw_rcache != NULL) {
 		cm_cache_get_stats(gw_rcache, &st);
 		gw_buf_printf(
-		    s,
+		    &s,
 		    "# HELP gateway_redirect_cache_entries Entries in the "
 		    "redirect cache.\n"
 		    "# TYPE gateway_redirect_cache_entries gauge\n"
@@ -242,6 +226,6 @@ gw_metrics_handle(struct gw_conn *c)
 		    (unsigned long long) st.invalidations,
 		    (unsigned long long) st.l1_clears);
 	}
-	gw_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
-	           s->p, s->len);
+	gw_buf_append(&s, "", 1);
+	return (s.p);
 }

@@ -13,18 +13,13 @@
 
 #include "log.h"
 
-#include "gwcore.h"
+#include "gwlib.h"
 
 static uint64_t
 hash_code(const char *s, size_t len)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
-	size_t i;
+	uint64_t h = gw_fnv1a(GW_FNV_INIT, s, len);
 
-	for (i = 0; i < len; i++) {
-		h ^= (unsigned char) s[i];
-		h *= 1099511628211ull;
-	}
 	return (h ^ (h >> 29));
 }
 

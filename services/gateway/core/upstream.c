@@ -1,18 +1,21 @@
 /*
  * Upstreams: the services behind the gateway, and asynchronous calls to
- * them that complete on the calling event loop.
+ * them that complete on the calling event loop.  One path serves every
+ * caller: handlers and filters calling for a request (gw_req_call), and a
+ * loop's own work (gw_upstream_call: click flushes, rate-limit refreshes).
  *
  * cm_rpc_call_async reports on an NNG (or timer) thread, where a
  * connection must never be touched: libuv handles belong to their loop's
  * thread.  So the completion only copies the outcome (status, message,
- * payload) into the call record, appends the record to its loop's queue
- * under the loop's mutex and wakes the loop with uv_async_send.  The loop
- * drains the queue in its async callback and runs the caller's callback
- * there.  The queue's mutex is per loop and taken once per completed
- * call, never on the cached-redirect path.
+ * payload) into the call record and posts the record to its loop
+ * (gw_loop_post: the loop's mutex, once per completed call, never on a
+ * path that answers from memory).  The loop runs the caller's callback.
+ * A call made for a request holds a reference to it (gw_req_hold), and
+ * its callback runs only if gw_req_release finds the request still
+ * waiting; otherwise the reply is dropped.
  *
- * When a loop has shut down (qclosed), late completions free their record
- * and are dropped: nothing waits for them any more.
+ * When a loop has shut down, late completions free their record and are
+ * dropped: nothing waits for them any more.
  *
  * Declaring an upstream is one line in gw_upstreams: its name (what routes
  * and /healthz call it), the environment variable with its address(es)
@@ -24,9 +27,10 @@
 
 #include "config.h"
 #include "log.h"
+#include "status.h"
 #include "util.h"
 
-#include "gateway.h"
+#include "internal.h"
 
 struct gw_upstream gw_upstreams[] = {
     {.name = "shortener",
@@ -45,14 +49,16 @@ const size_t gw_nupstreams = sizeof(gw_upstreams) / sizeof(gw_upstreams[0]);
 
 /* One call in flight, and then its outcome on the way back. */
 struct gw_call {
-	struct gw_call *next;
+	struct gw_task task; /* first: the record is the task */
 	struct gw_loop *loop;
 	struct gw_upstream *up;
-	gw_call_cb cb;
-	void *arg;
-	uint64_t tag;
 	int idx;
 	int64_t start_us;
+	/* the caller: a loop's own, or a request's */
+	gw_call_cb cb;
+	gw_req_cb rcb;
+	void *arg;
+	struct gw_req_ref ref;
 	/* filled on the NNG thread */
 	int status;
 	char *message;    /* in mem, or a static string */
@@ -106,12 +112,40 @@ gw_upstream_find(const char *name)
 	return (NULL);
 }
 
+/* On the loop: the caller's callback, then the record is freed. */
+static void
+call_deliver(struct gw_loop *l, struct gw_task *t)
+{
+	struct gw_call *call = (struct gw_call *) t;
+	struct gw_reply r = {
+	    .status = call->status,
+	    .message = call->message,
+	    .payload = call->payload,
+	    .len = call->len,
+	};
+
+	gw_core_loop(l)->calls--;
+	cm_histogram_observe_us(call->up->latency,
+	                        cm_mono_us() - call->start_us);
+	if (cm_code_http(call->status) >= 500)
+		gw_metrics_upstream_error(call->up, call->status);
+	if (call->rcb != NULL) {
+		struct gw_req *rq = gw_req_release(&call->ref);
+
+		if (rq != NULL && l->state != GW_LOOP_CLOSING)
+			call->rcb(rq, call->arg, call->idx, &r);
+	} else if (call->cb != NULL) {
+		call->cb(l, call->arg, call->idx, &r);
+	}
+	free(call->mem);
+	free(call);
+}
+
 /* NNG thread: keep the outcome and hand the record to the loop. */
 static void
 call_done(void *arg, const cm_rpc_result *res)
 {
 	struct gw_call *call = arg;
-	struct gw_loop *l = call->loop;
 	const char *msg = res->message ? res->message : "";
 	size_t mlen = strlen(msg);
 
@@ -129,29 +163,15 @@ call_done(void *arg, const cm_rpc_result *res)
 			call->len = res->len;
 		}
 	}
-	pthread_mutex_lock(&l->qmu);
-	if (l->qclosed) {
-		pthread_mutex_unlock(&l->qmu);
+	call->task.run = call_deliver;
+	if (gw_loop_post(call->loop, &call->task) != 0) {
 		free(call->mem);
 		free(call);
-		return;
 	}
-	call->next = NULL;
-	if (l->qtail != NULL)
-		l->qtail->next = call;
-	else
-		l->qhead = call;
-	l->qtail = call;
-	/* Sent under the lock, so the handle cannot be closed meanwhile. */
-	uv_async_send(&l->async);
-	pthread_mutex_unlock(&l->qmu);
 }
 
-void
-gw_upstream_call(struct gw_loop *l, struct gw_upstream *u,
-                 const cm_rpc_meta *meta, const char *method,
-                 const uint8_t *payload, size_t len, int64_t timeout_ms,
-                 gw_call_cb cb, void *arg, uint64_t tag, int idx)
+static struct gw_call *
+call_new(struct gw_loop *l, struct gw_upstream *u, int idx)
 {
 	struct gw_call *call;
 
@@ -159,53 +179,39 @@ gw_upstream_call(struct gw_loop *l, struct gw_upstream *u,
 		fatalx("gateway: out of memory for an upstream call");
 	call->loop = l;
 	call->up = u;
-	call->cb = cb;
-	call->arg = arg;
-	call->tag = tag;
 	call->idx = idx;
 	call->start_us = cm_mono_us();
-	l->calls++;
+	gw_core_loop(l)->calls++;
+	return (call);
+}
+
+void
+gw_upstream_call(struct gw_loop *l, struct gw_upstream *u,
+                 const cm_rpc_meta *meta, const char *method,
+                 const uint8_t *payload, size_t len, int64_t timeout_ms,
+                 gw_call_cb cb, void *arg, int idx)
+{
+	struct gw_call *call = call_new(l, u, idx);
+
+	call->cb = cb;
+	call->arg = arg;
 	cm_rpc_call_async(u->client, meta, method, payload, len,
 	                  cm_now_ms() + timeout_ms, call_done, call);
 }
 
 void
-gw_upstream_deliver(struct gw_loop *l)
+gw_req_call(struct gw_req *rq, struct gw_upstream *u, const char *method,
+            const uint8_t *payload, size_t len, int64_t timeout_ms,
+            gw_req_cb cb, void *arg, int idx)
 {
-	struct gw_call *call, *next;
+	struct gw_call *call = call_new(rq->loop, u, idx);
+	cm_rpc_meta meta;
 
-	pthread_mutex_lock(&l->qmu);
-	call = l->qhead;
-	l->qhead = l->qtail = NULL;
-	pthread_mutex_unlock(&l->qmu);
-	for (; call != NULL; call = next) {
-		struct gw_reply r = {
-		    .status = call->status,
-		    .message = call->message,
-		    .payload = call->payload,
-		    .len = call->len,
-		};
-
-		next = call->next;
-		l->calls--;
-		cm_histogram_observe_us(call->up->latency,
-		                        cm_mono_us() - call->start_us);
-		if (cm_code_http(call->status) >= 500)
-			gw_metrics_upstream_error(call->up, call->status);
-		call->cb(call->arg, call->tag, call->idx, &r);
-		free(call->mem);
-		free(call);
-	}
-}
-
-void
-gw_upstream_discard(struct gw_call *call)
-{
-	struct gw_call *next;
-
-	for (; call != NULL; call = next) {
-		next = call->next;
-		free(call->mem);
-		free(call);
-	}
+	call->rcb = cb;
+	call->arg = arg;
+	gw_req_hold(rq, &call->ref);
+	gw_req_deadline_cover(rq, timeout_ms);
+	gw_req_meta(rq, &meta);
+	cm_rpc_call_async(u->client, &meta, method, payload, len,
+	                  cm_now_ms() + timeout_ms, call_done, call);
 }

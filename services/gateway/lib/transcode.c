@@ -1,5 +1,5 @@
 /*
- * Transcoding for GW_H_RPC routes: an HTTP request (JSON body or raw body,
+ * Transcoding for "rpc" routes: an HTTP request (JSON body or raw body,
  * query string, path parameters) becomes the packed input message of the
  * route's RPC, and the RPC's reply becomes JSON.  All the per-message work
  * is common/pbjson's, driven by the descriptors the router resolved; this
@@ -13,7 +13,7 @@
 
 #include "pbjson.h"
 
-#include "gwcore.h"
+#include "gwlib.h"
 
 /* Stores the raw body into the route's bytes field. */
 static void

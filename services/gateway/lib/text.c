@@ -10,7 +10,7 @@
 
 #include "log.h"
 
-#include "gwcore.h"
+#include "gwlib.h"
 
 void
 gw_buf_reserve(struct gw_buf *b, size_t extra)
@@ -183,11 +183,35 @@ gw_strcaseeq(const char *s, size_t len, const char *lit)
 }
 
 const char *
+gw_trim(const char *s, size_t *len)
+{
+	while (*len > 0 && (*s == ' ' || *s == '\t')) {
+		s++;
+		(*len)--;
+	}
+	while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t'))
+		(*len)--;
+	return (s);
+}
+
+uint64_t
+gw_fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 1099511628211ULL;
+	return (h);
+}
+
+const char *
 gw_http_reason(int status)
 {
 	switch (status) {
 	case 100:
 		return ("Continue");
+	case 101:
+		return ("Switching Protocols");
 	case 200:
 		return ("OK");
 	case 201:

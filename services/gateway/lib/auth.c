@@ -19,7 +19,7 @@
 
 #include "util.h"
 
-#include "gwcore.h"
+#include "gwlib.h"
 
 #define JWT_MAX_LEN 8192
 

@@ -7,14 +7,18 @@
  * accept queue and no lock.  With port 0 the first loop's port is reused by
  * the others.
  *
- * Draining (SIGTERM/SIGINT; the main thread calls gw_loop_drain, which only
- * sets a flag and wakes the loop): the listener is closed, idle keep-alive
- * connections are closed, busy ones finish their request and close after
- * it (responses say "Connection: close").  When no connection is left, the
- * click counters are flushed to the shortener and the loop waits for the
- * replies; then its handles are closed and uv_run returns.  Past
- * GATEWAY_DRAIN_TIMEOUT_MS connections are closed by force and whatever
- * is still unflushed is reported lost in the log.
+ * Other threads reach a loop only through gw_loop_post (a task queue under
+ * the loop's mutex, and uv_async_send) and gw_loop_drain (a flag and the
+ * same wake-up).  The mutex is taken once per posted task, never on a path
+ * that answers from memory.
+ *
+ * Draining (SIGTERM/SIGINT): the listener is closed and every connection's
+ * protocol is told to finish (HTTP closes idle keep-alive connections at
+ * once; busy ones finish their request and close after it).  When no
+ * connection is left, the application is asked whether it is done (it may
+ * still flush counters, or wait for calls in flight); then the loop's
+ * handles are closed and uv_run returns.  Past GATEWAY_DRAIN_TIMEOUT_MS
+ * connections are closed by force and the loop ends whatever is left.
  */
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -29,14 +33,20 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "util.h"
 
-#include "gateway.h"
+#include "internal.h"
 
-#define SWEEP_MS 250
-
+struct gw_net_config gw_net_cfg;
+const struct gw_app *gw_app;
 struct gw_loop **gw_loops;
 size_t gw_nloops;
+
+void
+gw_net_init(const struct gw_app *app)
+{
+	gw_app = app;
+	gw_http1_init();
+}
 
 /* Creates a bound, non-blocking TCP socket with SO_REUSEPORT. */
 static int
@@ -115,60 +125,27 @@ on_connection(uv_stream_t *server, int status)
 static void
 loop_close_handles(struct gw_loop *l)
 {
-	l->closing = true;
+	l->state = GW_LOOP_CLOSING;
 	pthread_mutex_lock(&l->qmu);
 	l->qclosed = true;
 	pthread_mutex_unlock(&l->qmu);
+	if (gw_app->loop_close != NULL)
+		gw_app->loop_close(l);
 	uv_close((uv_handle_t *) &l->async, NULL);
-	uv_close((uv_handle_t *) &l->sweep, NULL);
-	uv_close((uv_handle_t *) &l->flush, NULL);
-	/* Held answers left here belong to closed connections (zombies). */
-	if (l->clicks.n > 0) {
-		size_t it = 0, len;
-		const char *code;
-		int64_t n, lost = 0;
-
-		while (gw_clicks_next(&l->clicks, &it, &code, &len, &n))
-			lost += n;
-		log_warnx("event=clicks_lost loop=%u codes=%zu clicks=%lld",
-		          l->id, l->clicks.n, (long long) lost);
-	}
-	gw_alog_flush(l);
+	uv_close((uv_handle_t *) &l->tick, NULL);
 }
 
 void
-gw_loop_maybe_finish(struct gw_loop *l)
+gw_loop_check_drained(struct gw_loop *l)
 {
-	int64_t now;
+	bool force;
 
-	if (!l->draining || l->closing)
+	if (l->state != GW_LOOP_DRAINING || l->nconns > 0)
 		return;
-	if (l->nconns > 0)
+	force = gw_loop_now(l) >= l->drain_deadline;
+	if (gw_app->drained != NULL && !gw_app->drained(l, force) && !force)
 		return;
-	now = (int64_t) uv_now(&l->loop);
-	if (now < l->drain_deadline) {
-		if (l->flush_inflight > 0)
-			return;
-		if (l->clicks.n > 0) {
-			/* A failed flush is retried by the flush timer. */
-			if (now - l->flush_last >= 100)
-				gw_clicks_flush(l, true);
-			return;
-		}
-		if (l->calls > 0)
-			return;
-	}
 	loop_close_handles(l);
-}
-
-static void
-on_flush(uv_timer_t *t)
-{
-	struct gw_loop *l = t->data;
-
-	gw_clicks_flush(l, l->draining);
-	if (l->draining)
-		gw_loop_maybe_finish(l);
 }
 
 static void
@@ -176,53 +153,61 @@ loop_begin_drain(struct gw_loop *l)
 {
 	struct gw_conn *c, *next;
 
-	if (l->draining)
+	if (l->state != GW_LOOP_RUNNING)
 		return;
-	l->draining = true;
-	l->drain_deadline =
-	    (int64_t) uv_now(&l->loop) + gw_cfg.drain_timeout_ms;
+	l->state = GW_LOOP_DRAINING;
+	l->drain_deadline = gw_loop_now(l) + gw_net_cfg.drain_timeout_ms;
 	uv_close((uv_handle_t *) &l->listener, NULL);
 	for (c = l->conns; c != NULL; c = next) {
 		next = c->next;
-		if (gw_conn_idle(c))
-			gw_conn_close(c);
+		gw_conn_drain(c);
 	}
-	/* Retry failed click flushes quickly while draining. */
-	uv_timer_start(&l->flush, on_flush, 100, 100);
-	gw_loop_maybe_finish(l);
+	gw_loop_check_drained(l);
 }
 
 static void
 on_async(uv_async_t *h)
 {
 	struct gw_loop *l = h->data;
+	struct gw_task *t, *next;
 
-	gw_upstream_deliver(l);
+	pthread_mutex_lock(&l->qmu);
+	t = l->qhead;
+	l->qhead = l->qtail = NULL;
+	pthread_mutex_unlock(&l->qmu);
+	for (; t != NULL; t = next) {
+		next = t->next;
+		t->run(l, t);
+	}
 	if (atomic_load(&l->drain_requested))
 		loop_begin_drain(l);
-	if (l->draining)
-		gw_loop_maybe_finish(l);
+	gw_loop_check_drained(l);
 }
 
 static void
-on_sweep(uv_timer_t *t)
+on_tick(uv_timer_t *t)
 {
 	struct gw_loop *l = t->data;
 	struct gw_conn *c, *next;
-	int64_t now = (int64_t) uv_now(&l->loop);
-	bool force = l->draining && now >= l->drain_deadline;
+	int64_t now = gw_loop_now(l);
+	bool force = l->state == GW_LOOP_DRAINING && now >= l->drain_deadline;
 
 	for (c = l->conns; c != NULL; c = next) {
 		next = c->next;
 		if (force)
 			gw_conn_close(c);
 		else
-			gw_conn_sweep(c, now);
+			gw_conn_tick(c, now);
 	}
-	gw_alog_flush(l);
-	gw_metrics_loop_flush(l);
-	if (l->draining)
-		gw_loop_maybe_finish(l);
+	if (gw_app->tick != NULL)
+		gw_app->tick(l);
+	gw_loop_check_drained(l);
+}
+
+int64_t
+gw_loop_now(const struct gw_loop *l)
+{
+	return ((int64_t) uv_now(&l->uv));
 }
 
 const char *
@@ -242,31 +227,46 @@ gw_loop_date(struct gw_loop *l)
 }
 
 int
-gw_loop_init(struct gw_loop *l, unsigned id, int *port)
+gw_loop_post(struct gw_loop *l, struct gw_task *t)
 {
-	static const char hex[] = "0123456789abcdef";
-	uint8_t rnd[6];
+	pthread_mutex_lock(&l->qmu);
+	if (l->qclosed) {
+		pthread_mutex_unlock(&l->qmu);
+		return (-1);
+	}
+	t->next = NULL;
+	if (l->qtail != NULL)
+		l->qtail->next = t;
+	else
+		l->qhead = t;
+	l->qtail = t;
+	/* Sent under the lock, so the handle cannot be closed meanwhile. */
+	uv_async_send(&l->async);
+	pthread_mutex_unlock(&l->qmu);
+	return (0);
+}
+
+static int
+loop_init(struct gw_loop *l, unsigned id, int *port)
+{
 	int fd, bound = *port, rv;
-	size_t i;
 
 	l->id = id;
-	if ((rv = uv_loop_init(&l->loop)) != 0) {
+	if ((rv = uv_loop_init(&l->uv)) != 0) {
 		log_warnx("event=uv_loop_init err=\"%s\"", uv_strerror(rv));
 		return (-1);
 	}
-	l->loop.data = l;
+	l->uv.data = l;
 	pthread_mutex_init(&l->qmu, NULL);
 	atomic_init(&l->drain_requested, false);
-	uv_async_init(&l->loop, &l->async, on_async);
+	uv_async_init(&l->uv, &l->async, on_async);
 	l->async.data = l;
-	uv_timer_init(&l->loop, &l->sweep);
-	l->sweep.data = l;
-	uv_timer_init(&l->loop, &l->flush);
-	l->flush.data = l;
+	uv_timer_init(&l->uv, &l->tick);
+	l->tick.data = l;
 
-	if ((fd = listen_socket(gw_cfg.listen_host, *port, &bound)) < 0)
+	if ((fd = listen_socket(gw_net_cfg.listen_host, *port, &bound)) < 0)
 		return (-1);
-	uv_tcp_init(&l->loop, &l->listener);
+	uv_tcp_init(&l->uv, &l->listener);
 	l->listener.data = l;
 	if ((rv = uv_tcp_open(&l->listener, fd)) != 0 ||
 	    (rv = uv_listen((uv_stream_t *) &l->listener, 1024,
@@ -275,35 +275,44 @@ gw_loop_init(struct gw_loop *l, unsigned id, int *port)
 		return (-1);
 	}
 	*port = bound;
-
-	if (cm_random(rnd, sizeof(rnd)) != 0)
-		memset(rnd, (int) id, sizeof(rnd));
-	for (i = 0; i < sizeof(rnd); i++) {
-		l->rid_prefix[2 * i] = hex[rnd[i] >> 4];
-		l->rid_prefix[2 * i + 1] = hex[rnd[i] & 15];
-	}
-	l->rid_prefix[2 * sizeof(rnd)] = '\0';
-
-	gw_clicks_init(&l->clicks, gw_cfg.click_max_codes);
-	cm_arena_init(&l->flush_arena);
-	gw_metrics_loop_init(l);
+	if (gw_app->loop_init != NULL)
+		gw_app->loop_init(l);
 	return (0);
 }
 
-void *
-gw_loop_run(void *arg)
+static void *
+loop_run(void *arg)
 {
 	struct gw_loop *l = arg;
 
-	uv_timer_start(&l->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
-	uv_timer_start(&l->flush, on_flush, (uint64_t) gw_cfg.click_flush_ms,
-	               (uint64_t) gw_cfg.click_flush_ms);
-	uv_run(&l->loop, UV_RUN_DEFAULT);
+	uv_timer_start(&l->tick, on_tick, GW_TICK_MS, GW_TICK_MS);
+	uv_run(&l->uv, UV_RUN_DEFAULT);
 	return (NULL);
 }
 
-void
-gw_loop_drain(struct gw_loop *l)
+int
+gw_loops_start(int *port)
+{
+	size_t i;
+
+	gw_nloops = (size_t) gw_net_cfg.threads;
+	if ((gw_loops = calloc(gw_nloops, sizeof(*gw_loops))) == NULL)
+		fatalx("gateway: out of memory");
+	for (i = 0; i < gw_nloops; i++) {
+		if ((gw_loops[i] = calloc(1, sizeof(*gw_loops[i]))) == NULL)
+			fatalx("gateway: out of memory");
+		if (loop_init(gw_loops[i], (unsigned) i, port) != 0)
+			return (-1);
+	}
+	for (i = 0; i < gw_nloops; i++)
+		if (pthread_create(&gw_loops[i]->thread, NULL, loop_run,
+		                   gw_loops[i]) != 0)
+			fatal("event=thread_create");
+	return (0);
+}
+
+static void
+loop_drain(struct gw_loop *l)
 {
 	atomic_store(&l->drain_requested, true);
 	pthread_mutex_lock(&l->qmu);
@@ -312,30 +321,59 @@ gw_loop_drain(struct gw_loop *l)
 	pthread_mutex_unlock(&l->qmu);
 }
 
-void
-gw_loop_free(struct gw_loop *l)
+static void
+loop_free(struct gw_loop *l)
 {
 	struct gw_conn *c, *next;
-	struct gw_call *call;
+	struct gw_task *t, *tnext;
 
 	/* Let close callbacks run, then the loop must be empty. */
-	uv_run(&l->loop, UV_RUN_NOWAIT);
-	if (uv_loop_close(&l->loop) != 0)
+	uv_run(&l->uv, UV_RUN_NOWAIT);
+	if (uv_loop_close(&l->uv) != 0)
 		log_warnx("event=loop_close loop=%u err=busy", l->id);
+	/*
+	 * Tasks posted after the last delivery run now, while closed
+	 * connections they may refer to still exist: they find them closed
+	 * (gw_req_release) and free what they carry.
+	 */
+	pthread_mutex_lock(&l->qmu);
+	t = l->qhead;
+	l->qhead = l->qtail = NULL;
+	pthread_mutex_unlock(&l->qmu);
+	for (; t != NULL; t = tnext) {
+		tnext = t->next;
+		t->run(l, t);
+	}
 	for (c = l->zombies; c != NULL; c = next) {
 		next = c->next;
 		gw_conn_free(c);
 	}
-	pthread_mutex_lock(&l->qmu);
-	call = l->qhead;
-	l->qhead = l->qtail = NULL;
-	pthread_mutex_unlock(&l->qmu);
-	gw_upstream_discard(call);
-	gw_clicks_fini(&l->clicks);
-	cm_arena_fini(&l->flush_arena);
-	gw_metrics_loop_fini(l);
-	gw_buf_free(&l->alog);
+	if (gw_app->loop_free != NULL)
+		gw_app->loop_free(l);
 	gw_buf_free(&l->scratch);
 	pthread_mutex_destroy(&l->qmu);
 	free(l);
+}
+
+void
+gw_loops_stop(void)
+{
+	size_t i;
+
+	for (i = 0; i < gw_nloops; i++)
+		loop_drain(gw_loops[i]);
+	for (i = 0; i < gw_nloops; i++)
+		pthread_join(gw_loops[i]->thread, NULL);
+}
+
+void
+gw_loops_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < gw_nloops; i++)
+		loop_free(gw_loops[i]);
+	free(gw_loops);
+	gw_loops = NULL;
+	gw_nloops = 0;
 }

@@ -1,18 +1,12 @@
 /*
- * The route table and its matcher.
+ * The router: compiles a route table (routes.c holds the shipped one) and
+ * matches requests against it.
  *
- * The table is data: each row maps "METHOD /path/{param}" to a handler and,
- * for transcoded routes, to an RPC named "pkg.Service/Method".  Path and
- * query parameters bind to the input message's fields by name, the body
- * (JSON, or raw bytes into one field) fills the rest, and the output
- * message becomes the JSON reply.  Options say which status a success
- * answers (201 for a create, 204 for a delete), whether a token is
- * required, and where the body goes.
- *
- * Adding a service's API is data only: append its rows here, list its
- * service descriptor in gw_services, and give it one line in the upstream
- * table (upstream.c).  Its upstream is the RPC's proto package unless the
- * row names another.
+ * Compiling resolves each row's rpc, if it names one, to its service and
+ * input/output descriptors, and checks that path parameters and the body
+ * field exist in the input message, so that a table that cannot work
+ * stops start-up instead of failing a request.  Which handler serves a
+ * row is a name here; the core binds it to a registered handler.
  *
  * Matching is a linear scan over a handful of compiled patterns: with ten
  * routes that costs less than hashing would, and it keeps 404 and 405
@@ -22,100 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.pb-c.h"
-#include "health.pb-c.h"
-#include "ratelimiter.pb-c.h"
-#include "shortener.pb-c.h"
-
-#include "gwcore.h"
-
-const struct gw_route gw_routes[] = {
-    /* Cache, for operators: the service checks the admin role. */
-    {.method = "GET",
-     .path = "/api/v1/cache/stats",
-     .rpc = "cache.Cache/Stats",
-     .auth = GW_AUTH_REQUIRED},
-    {.method = "GET",
-     .path = "/api/v1/cache/{ns}/{key}",
-     .rpc = "cache.Cache/Get",
-     .auth = GW_AUTH_REQUIRED,
-     .flags = GW_RF_ETAG | GW_RF_KEY_LIMIT},
-    {.method = "PUT",
-     .path = "/api/v1/cache/{ns}/{key}",
-     .rpc = "cache.Cache/Set",
-     .status = 204,
-     .auth = GW_AUTH_REQUIRED,
-     .body = GW_BODY_RAW,
-     .body_field = "value",
-     .flags = GW_RF_KEY_LIMIT},
-    {.method = "DELETE",
-     .path = "/api/v1/cache/{ns}/{key}",
-     .rpc = "cache.Cache/Delete",
-     .status = 204,
-     .auth = GW_AUTH_REQUIRED,
-     .flags = GW_RF_KEY_LIMIT},
-    {.method = "POST",
-     .path = "/api/v1/cache/{ns}/invalidate",
-     .rpc = "cache.Cache/InvalidateTags",
-     .auth = GW_AUTH_REQUIRED,
-     .body = GW_BODY_JSON},
-    {.method = "POST",
-     .path = "/api/v1/cache/{ns}/bump",
-     .rpc = "cache.Cache/BumpVersion",
-     .auth = GW_AUTH_REQUIRED},
-
-    /* The gateway's own endpoints. */
-    {.method = "GET",
-     .path = "/healthz",
-     .handler = GW_H_HEALTH,
-     .auth = GW_AUTH_NONE},
-    {.method = "GET",
-     .path = "/metrics",
-     .handler = GW_H_METRICS,
-     .auth = GW_AUTH_NONE},
-
-    /* URL shortener. */
-    {.method = "POST",
-     .path = "/api/v1/urls",
-     .rpc = "shortener.Shortener/Create",
-     .status = 201,
-     .body = GW_BODY_JSON},
-    {.method = "GET",
-     .path = "/api/v1/urls",
-     .rpc = "shortener.Shortener/List",
-     .auth = GW_AUTH_REQUIRED},
-    {.method = "GET",
-     .path = "/api/v1/urls/{code}",
-     .rpc = "shortener.Shortener/Get"},
-    {.method = "DELETE",
-     .path = "/api/v1/urls/{code}",
-     .rpc = "shortener.Shortener/Delete",
-     .status = 204,
-     .auth = GW_AUTH_REQUIRED,
-     .flags = GW_RF_DROP_CODE},
-    /* Rate limiter admin (the service checks the admin role). */
-    {.method = "GET",
-     .path = "/api/v1/ratelimit/rules",
-     .rpc = "ratelimiter.RateLimiter/Rules",
-     .auth = GW_AUTH_REQUIRED},
-    {.method = "GET",
-     .path = "/api/v1/ratelimit/status",
-     .rpc = "ratelimiter.RateLimiter/Status",
-     .auth = GW_AUTH_REQUIRED},
-    {.method = "GET",
-     .path = "/{code}",
-     .handler = GW_H_REDIRECT,
-     .rpc = "shortener.Shortener/Resolve"},
-};
-const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
-
-const ProtobufCServiceDescriptor *const gw_services[] = {
-    &health__health__descriptor,
-    &cache__cache__descriptor,
-    &shortener__shortener__descriptor,
-    &ratelimiter__rate_limiter__descriptor,
-};
-const size_t gw_nservices = sizeof(gw_services) / sizeof(gw_services[0]);
+#include "gwlib.h"
 
 static int
 route_error(char *err, size_t errlen, const struct gw_route *d, const char *why)
@@ -259,11 +160,8 @@ gw_router_init(struct gw_router *r, const struct gw_route *defs, size_t n,
 		         d->path ? d->path : "");
 		if (route_parse_path(cr, err, errlen) != 0)
 			goto fail;
-		if (d->handler == GW_H_RPC || d->handler == GW_H_REDIRECT) {
-			if (d->rpc == NULL) {
-				route_error(err, errlen, d, "no rpc");
-				goto fail;
-			}
+		cr->handler_name = d->handler != NULL ? d->handler : "rpc";
+		if (d->rpc != NULL) {
 			if (route_resolve_rpc(cr, services, nservices, err,
 			                      errlen) != 0)
 				goto fail;
@@ -274,15 +172,6 @@ gw_router_init(struct gw_router *r, const struct gw_route *defs, size_t n,
 					route_error(
 					    err, errlen, d,
 					    "path parameter is not a field");
-					goto fail;
-				}
-			}
-		} else {
-			for (j = 0; j < cr->nsegs; j++) {
-				if (cr->segs[j].param) {
-					route_error(
-					    err, errlen, d,
-					    "parameter on a built-in handler");
 					goto fail;
 				}
 			}

@@ -14,7 +14,7 @@
  * cleared when the subscription is back: every redirect then asks the
  * shortener, as /healthz and /metrics show.
  *
- * The loops (redirect.c, handler.c) only call cm_cache_l1_lookup,
+ * The loops (handler/redirect.c, handler/rpc.c) only call cm_cache_l1_lookup,
  * cm_cache_l1_fill and cm_cache_l1_drop, which never touch Redis.  A
  * lookup can use the L1 only once the engine knows the namespace's version
  * (a counter in Redis that is part of every key); the namespace is
@@ -29,7 +29,7 @@
 #include "status.h"
 #include "util.h"
 
-#include "gateway.h"
+#include "internal.h"
 
 cm_cache *gw_rcache;
 
@@ -39,22 +39,22 @@ gw_rcache_start(void)
 	cm_cache_config cc;
 	int rv;
 
-	if (gw_cfg.cache_bytes == 0)
+	if (gw_core_cfg.cache_bytes == 0)
 		return;
-	if (gw_cfg.redis_url[0] == '\0') {
+	if (gw_core_cfg.redis_url[0] == '\0') {
 		log_warnx("event=redirect_cache msg=\"off: REDIS_URL is empty, "
 		          "so deletes could not reach it\"");
 		return;
 	}
 	memset(&cc, 0, sizeof(cc));
-	cc.redis_url = gw_cfg.redis_url;
+	cc.redis_url = gw_core_cfg.redis_url;
 	cc.prefix = GW_RCACHE_PREFIX;
-	cc.l1_bytes = gw_cfg.cache_bytes;
+	cc.l1_bytes = gw_core_cfg.cache_bytes;
 	/* Each fill says how long (redirect.c); this is only the cap. */
-	cc.l1_ttl_ms = gw_cfg.cache_ttl_ms > gw_cfg.negative_ttl_ms
-	                   ? gw_cfg.cache_ttl_ms
-	                   : gw_cfg.negative_ttl_ms;
-	cc.negative_ttl_ms = gw_cfg.negative_ttl_ms;
+	cc.l1_ttl_ms = gw_core_cfg.cache_ttl_ms > gw_core_cfg.negative_ttl_ms
+	                   ? gw_core_cfg.cache_ttl_ms
+	                   : gw_core_cfg.negative_ttl_ms;
+	cc.negative_ttl_ms = gw_core_cfg.negative_ttl_ms;
 	if ((rv = cm_cache_new(&gw_rcache, &cc)) != CM_OK) {
 		log_warnx("event=redirect_cache code=%s msg=\"off: the cache "
 		          "engine did not start\"",

@@ -1,17 +1,19 @@
 /*
- * gateway_core: the gateway's pure parts, with no socket, no event loop and
- * no RPC, so that unit tests drive them with plain inputs.
+ * lib: the gateway's pure layer, with no socket, no event loop and no RPC,
+ * so that unit tests drive it with plain inputs.  It includes nothing from
+ * the layers above (net/, core/, handler/) and links without them.
  *
- *   route.c      the route table (data) and the matcher
+ *   routes.c     the shipped route table (data)
+ *   route.c      the router: compiling a table and matching requests
  *   transcode.c  request/reply transcoding for a route (JSON <-> protobuf)
  *   auth.c       JWT (HS256) verification and signing, token comparison
  *   proxy.c      IP addresses, TRUSTED_PROXIES and X-Forwarded-For
  *   clicks.c     the per-thread click counter map
- *   core.c       small helpers: buffers, request ids, redirect codes,
+ *   text.c       small helpers: buffers, request ids, redirect codes,
  *                status texts, JSON error bodies, redirect cache values
  */
-#ifndef GW_CORE_H
-#define GW_CORE_H
+#ifndef GW_LIB_H
+#define GW_LIB_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -72,6 +74,12 @@ void gw_json_quote(struct gw_buf *b, const char *s, size_t len);
 void gw_error_json(struct gw_buf *b, const char *code, const char *msg);
 /* Case-insensitive comparison of a counted string with a C string. */
 bool gw_strcaseeq(const char *s, size_t len, const char *lit);
+/* Trims spaces and tabs at both ends of a counted string. */
+const char *gw_trim(const char *s, size_t *len);
+
+/* 64-bit FNV-1a, continuing from h (start with GW_FNV_INIT). */
+#define GW_FNV_INIT 14695981039346656037ULL
+uint64_t gw_fnv1a(uint64_t h, const void *p, size_t n);
 
 /*
  * Splits a request target into path and query.  Accepts origin-form
@@ -134,14 +142,6 @@ int64_t gw_redir_ttl_ms(int64_t now_ms, int64_t expires_at, int64_t max_ms);
 
 /* ---- routes (route.c) ---- */
 
-/* What serves a route. */
-enum gw_handler {
-	GW_H_RPC = 0,  /* transcode JSON <-> protobuf and call rpc upstream */
-	GW_H_REDIRECT, /* GET /{code}: the redirect cache, then rpc */
-	GW_H_HEALTH,   /* GET /healthz: Health.Check on every upstream */
-	GW_H_METRICS,  /* GET /metrics: Prometheus text */
-};
-
 enum gw_auth {
 	GW_AUTH_OPTIONAL = 0, /* a token is verified if present */
 	GW_AUTH_REQUIRED,     /* no token -> 401 */
@@ -167,12 +167,15 @@ enum gw_body {
 
 /*
  * One row of the route table.  Path parameters ("{code}") and query
- * parameters bind to fields of the RPC's input message by name.
+ * parameters bind to fields of the RPC's input message by name.  The
+ * handler is named, not called: the core binds the name to a registered
+ * handler at start-up (core/gwcore.h, gw_handler_register), and an unknown
+ * name stops start-up.
  */
 struct gw_route {
-	const char *method; /* "GET", "POST", ...; GET also serves HEAD */
-	const char *path;   /* "/api/v1/urls/{code}" */
-	enum gw_handler handler;
+	const char *method;   /* "GET", "POST", ...; GET also serves HEAD */
+	const char *path;     /* "/api/v1/urls/{code}" */
+	const char *handler;  /* registered handler; NULL: "rpc" */
 	const char *rpc;      /* "pkg.Service/Method" */
 	const char *upstream; /* NULL: the rpc's package ("shortener") */
 	int status;           /* success status; 0 means 200 */
@@ -180,12 +183,15 @@ struct gw_route {
 	enum gw_body body;
 	const char *body_field; /* GW_BODY_RAW: a bytes field */
 	unsigned flags;         /* GW_RF_* */
+	uint64_t max_body;      /* request body bound; 0: the gateway's */
 };
 
 #define GW_MAX_SEGS   16
 #define GW_MAX_PARAMS 8
 
-struct gw_upstream; /* the runtime's; the router only carries a pointer */
+/* The core's; the router only carries pointers to them. */
+struct gw_upstream;
+struct gw_handler;
 
 /* A route compiled for matching, with its descriptors resolved. */
 struct gw_croute {
@@ -202,8 +208,10 @@ struct gw_croute {
 	const ProtobufCServiceDescriptor *service;
 	const ProtobufCMessageDescriptor *in, *out;
 	const ProtobufCFieldDescriptor *body_fd;
+	const char *handler_name; /* def->handler, or "rpc" */
 	char upstream_name[64];
-	struct gw_upstream *up; /* set by the runtime */
+	struct gw_upstream *up;           /* bound by the core */
+	const struct gw_handler *handler; /* bound by the core */
 };
 
 struct gw_router {
@@ -211,17 +219,17 @@ struct gw_router {
 	size_t n;
 };
 
-/* The gateway's route table and the services it knows (route.c). */
+/* The gateway's route table and the services it knows (routes.c). */
 extern const struct gw_route gw_routes[];
 extern const size_t gw_nroutes;
 extern const ProtobufCServiceDescriptor *const gw_services[];
 extern const size_t gw_nservices;
 
 /*
- * Compiles a route table: parses patterns, resolves each rpc to its
- * service and input/output descriptors, and checks that every path
- * parameter and body field exists in the input message.  Returns 0, or -1
- * with the reason in err; a table is static data, so the caller treats an
+ * Compiles a route table: parses patterns, resolves each rpc (where a row
+ * names one) to its service and input/output descriptors, and checks that
+ * every path parameter and body field exists in the input message.  Returns 0,
+ * or -1 with the reason in err; a table is static data, so the caller treats an
  * error as fatal.  gw_router_fini frees what init allocated.
  */
 int gw_router_init(struct gw_router *r, const struct gw_route *defs, size_t n,
@@ -268,8 +276,8 @@ const char *gw_match_param(const struct gw_match *m, const char *name,
 /* ---- transcoding (transcode.c) ---- */
 
 /*
- * Builds the packed RPC request for a GW_H_RPC route: the JSON body (if
- * the route takes one; an empty body is {}), or the raw body into the
+ * Builds the packed RPC request for a transcoded ("rpc") route: the JSON body
+ * (if the route takes one; an empty body is {}), or the raw body into the
  * route's bytes field, then query parameters, then path parameters, bound
  * to fields by name.  *out is allocated from arena.  Returns 0, or -1 with
  * a client-facing reason in err (the caller answers 400).
@@ -419,4 +427,4 @@ bool gw_clicks_next(const struct gw_clicks *c, size_t *it, const char **code,
                     size_t *len, int64_t *n);
 void gw_clicks_clear(struct gw_clicks *c);
 
-#endif
+#endif /* GW_LIB_H */

@@ -27,7 +27,7 @@
 #include "log.h"
 #include "util.h"
 
-#include "gateway.h"
+#include "internal.h"
 
 #define BATCH_MAX    4096
 #define PATH_MAX_LOG 256
@@ -111,7 +111,7 @@ writer_main(void *arg)
 void
 gw_alog_start(void)
 {
-	if (!gw_cfg.access_log)
+	if (!gw_core_cfg.access_log)
 		return;
 	if (pthread_create(&W.thread, NULL, writer_main, NULL) != 0)
 		fatal("event=thread_create what=access_log");
@@ -147,13 +147,14 @@ gw_alog_stop(void)
 void
 gw_alog_flush(struct gw_loop *l)
 {
+	struct gw_core_loop *cl = gw_core_loop(l);
 	struct alog_batch *b;
 
-	if (l->alog.len == 0)
+	if (cl->alog.len == 0)
 		return;
 	if (!W.running) {
-		write_all(l->alog.p, l->alog.len);
-		l->alog.len = 0;
+		write_all(cl->alog.p, cl->alog.len);
+		cl->alog.len = 0;
 		return;
 	}
 	pthread_mutex_lock(&W.mu);
@@ -161,7 +162,7 @@ gw_alog_flush(struct gw_loop *l)
 		W.dropped++;
 		pthread_cond_signal(&W.cv);
 		pthread_mutex_unlock(&W.mu);
-		l->alog.len = 0;
+		cl->alog.len = 0;
 		return;
 	}
 	if ((b = W.free) != NULL) {
@@ -170,16 +171,16 @@ gw_alog_flush(struct gw_loop *l)
 	} else if ((b = calloc(1, sizeof(*b))) == NULL) {
 		W.dropped++;
 		pthread_mutex_unlock(&W.mu);
-		l->alog.len = 0;
+		cl->alog.len = 0;
 		return;
 	}
 	/* Swap buffers: the batch takes the lines, the loop an empty one. */
 	{
 		struct gw_buf t = b->buf;
 
-		b->buf = l->alog;
-		l->alog = t;
-		l->alog.len = 0;
+		b->buf = cl->alog;
+		cl->alog = t;
+		cl->alog.len = 0;
 	}
 	b->next = NULL;
 	if (W.tail != NULL)
@@ -229,7 +230,7 @@ put_value(struct gw_buf *b, const char *s, size_t len)
 }
 
 static void
-put_ts(struct gw_loop *l, struct gw_buf *b)
+put_ts(struct gw_core_loop *l, struct gw_buf *b)
 {
 	struct timespec ts;
 	char ms[6];
@@ -256,28 +257,26 @@ put_ts(struct gw_loop *l, struct gw_buf *b)
 }
 
 void
-gw_alog_request(struct gw_conn *c)
+gw_alog_request(struct gw_req *rq, int64_t dur)
 {
-	struct gw_loop *l = c->loop;
-	struct gw_req *rq = &c->req;
-	struct gw_buf *b = &l->alog;
+	struct gw_loop *l = rq->loop;
+	struct gw_core_loop *cl = gw_core_loop(l);
+	const struct gw_creq *cr = gw_creq(rq);
+	struct gw_buf *b = &cl->alog;
 	size_t mark;
-	int64_t dur = rq->dur_us;
-	const char *method =
-	    rq->have_method ? http_method_str((enum http_method) rq->method)
-	                    : "-";
+	const char *method = rq->method_known ? gw_req_method(rq) : "-";
 
 	if (b->len > BATCH_MAX - 1024)
 		gw_alog_flush(l);
 	mark = b->len;
-	put_ts(l, b);
+	put_ts(cl, b);
 	gw_buf_puts(b, " level=info svc=gateway rid=");
-	gw_buf_puts(b, rq->rid[0] ? rq->rid : "-");
+	gw_buf_puts(b, cr != NULL && cr->rid[0] ? cr->rid : "-");
 	gw_buf_puts(b, " event=access method=");
 	gw_buf_puts(b, method);
 	gw_buf_puts(b, " path=");
-	if (rq->path != NULL)
-		put_value(b, rq->path, rq->plen);
+	if (cr != NULL && cr->path != NULL)
+		put_value(b, cr->path, cr->plen);
 	else
 		gw_buf_append(b, "-", 1);
 	gw_buf_puts(b, " status=");
@@ -287,10 +286,11 @@ gw_alog_request(struct gw_conn *c)
 	gw_buf_puts(b, " duration_us=");
 	gw_buf_putu(b, dur > 0 ? (uint64_t) dur : 0);
 	gw_buf_puts(b, " ip=");
-	gw_buf_puts(b, rq->client_ip ? rq->client_ip : c->peer_str);
+	gw_buf_puts(b, cr != NULL && cr->client_ip ? cr->client_ip
+	                                           : rq->conn->peer_str);
 	gw_buf_puts(b, " user=");
-	if (rq->id.user != NULL)
-		put_value(b, rq->id.user, strlen(rq->id.user));
+	if (cr != NULL && cr->id.user != NULL)
+		put_value(b, cr->id.user, strlen(cr->id.user));
 	else
 		gw_buf_append(b, "-", 1);
 	gw_buf_append(b, "\n", 1);

@@ -1,0 +1,704 @@
+/*
+ * The rate limit check, a filter ahead of every handler but /healthz and
+ * /metrics.
+ *
+ * The rules, locally.  Each loop holds a copy of the ratelimiter's rules
+ * (its Rules RPC, rebuilt with common/rlrules, the very matcher the
+ * ratelimiter uses) and polls them once a second
+ * (GATEWAY_RATELIMIT_RULES_POLL_MS), and at once when a Check reply names
+ * another rules version; a reload of the ratelimiter (SIGHUP) therefore
+ * binds here within about a second.  With the rules in hand a request's
+ * scope is computed without a round trip: the caller's tier and the
+ * counter key of every rule that applies (rule name and key value, e.g.
+ * the address for a rule keyed by ip).  A request no rule matches goes on
+ * at once, with no call and no headers; so does one whose scope has
+ * budget (below).  The path the rules see is the path the router matches:
+ * the raw path with one trailing slash removed, never percent-decoded.
+ * Until the first rules arrive every request is checked by the
+ * ratelimiter.
+ *
+ * The call.  The request's descriptors (method, path, client address as
+ * the core computed it, user, tier, API key id) go to the ratelimiter
+ * with a short deadline (GATEWAY_RATELIMIT_TIMEOUT_MS, 20 ms).  Allowed:
+ * the handler runs, and the response carries the RateLimit headers.
+ * Refused: 429 with Retry-After and the headers.  The ratelimiter could
+ * not decide a fail-closed rule: 503.  The ratelimiter unreachable or
+ * late: the failure policy of the rules that apply (closed if one of them
+ * is), counted in gateway_ratelimit_failures_total.
+ *
+ * The local budget.  When the ratelimiter sees a request far from every
+ * limit it grants a budget (remaining/16, for at most a second or until
+ * the earliest reset): this loop admits that many requests of the same
+ * scope itself and adds them to the cost of its next check for that
+ * scope.  When the entry's time is over and budget is left, the request
+ * is still admitted and the check that renews the entry (paying what was
+ * admitted) runs in the background ("stale while revalidate"), so a
+ * request far from its limits never waits for the ratelimiter.  Near a
+ * limit the budget is 0 and every request is asked about, so small limits
+ * stay exact; far from it the overshoot is bounded by the budgets in
+ * flight.
+ *
+ * Denials, locally.  A refusal is remembered for its scope until the
+ * ratelimiter's retry_ms (millisecond precision, not the rounded
+ * Retry-After; as Envoy's local over-limit cache does): a client over its
+ * limit is answered 429 with the same headers by the loop itself, and the
+ * ratelimiter (and Redis) never hear of its flood, so counts stay exact
+ * for everyone else.
+ *
+ * The table is per loop (no locks): a 4-way set-associative array of
+ * RL_SLOTS entries, kept until the rules change.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "ratelimiter.pb-c.h"
+#include "rlrules.h"
+#include "status.h"
+#include "util.h"
+
+#include "internal.h"
+
+#define RL_SLOTS  16384
+#define RL_WAYS   4
+#define RL_KEYMAX 256
+#define GRACE_MS  50
+
+struct rl_entry {
+	uint64_t h;
+	int64_t expires;      /* budget valid until (loop ms); 0: none */
+	int64_t denied_until; /* refused until (loop ms) */
+	int64_t budget;       /* local admissions left */
+	int64_t owed;         /* admitted locally, not yet reported */
+	int64_t limit, remaining, reset_at, window_s;
+	bool refreshing; /* a background check is in flight */
+	bool fail_closed;
+	char rule[48];
+	uint16_t klen;
+	char key[RL_KEYMAX];
+};
+
+/* A loop's state. */
+struct rl_loop {
+	struct gw_loop *loop;
+	struct rl_entry *v; /* RL_SLOTS + RL_WAYS */
+	struct cm_rl_rules *rules;
+	uint64_t version; /* of rules */
+	bool polling;
+	int64_t next_poll; /* loop ms */
+	/* the hot counts, added to the shared counters on the tick */
+	uint64_t n_no_match, n_local, n_local_denied;
+};
+
+/* A request's state. */
+struct rl_req {
+	uint64_t h;
+	size_t klen;
+	char key[RL_KEYMAX];
+	bool fail_closed; /* a matched rule is (rules known) */
+	struct rl_loop *rl;
+};
+
+static struct {
+	bool enabled;
+	int64_t timeout_ms;
+	int64_t poll_ms;
+	struct gw_upstream *up;
+	cm_counter *allowed, *limited, *local, *local_denied, *no_match,
+	    *fail_open, *fail_closed, *unavailable;
+} R;
+
+static enum gw_filter_verdict rl_on_request(struct gw_req *rq, void *fs);
+static void rl_loop_init(struct gw_loop *l, void *ls);
+static void rl_loop_tick(struct gw_loop *l, void *ls);
+static void rl_loop_fini(struct gw_loop *l, void *ls);
+
+static const struct gw_filter ratelimit_filter = {
+    .name = "ratelimit",
+    .req_size = sizeof(struct rl_req),
+    .loop =
+        {
+            .size = sizeof(struct rl_loop),
+            .init = rl_loop_init,
+            .tick = rl_loop_tick,
+            .fini = rl_loop_fini,
+        },
+    .on_request = rl_on_request,
+};
+
+static cm_counter *
+check_counter(const char *result)
+{
+	char labels[64];
+
+	snprintf(labels, sizeof(labels), "result=\"%s\"", result);
+	return (cm_counter_get("gateway_ratelimit_checks_total", labels,
+	                       "Rate limit checks by outcome."));
+}
+
+void
+gw_ratelimit_register(void)
+{
+	R.enabled = cm_env_bool("GATEWAY_RATELIMIT", true);
+	R.timeout_ms = cm_env_int("GATEWAY_RATELIMIT_TIMEOUT_MS", 20, 1, 60000);
+	R.poll_ms =
+	    cm_env_int("GATEWAY_RATELIMIT_RULES_POLL_MS", 1000, 10, 60000);
+	R.up = gw_upstream_find("ratelimiter");
+	if (R.up == NULL)
+		R.enabled = false;
+	log_info("event=ratelimit enabled=%d timeout_ms=%lld", R.enabled,
+	         (long long) R.timeout_ms);
+	if (!R.enabled)
+		return;
+	R.allowed = check_counter("allowed");
+	R.limited = check_counter("limited");
+	R.local = check_counter("local");
+	R.local_denied = check_counter("local_denied");
+	R.no_match = check_counter("no_match");
+	R.unavailable = check_counter("unavailable");
+	R.fail_open = cm_counter_get(
+	    "gateway_ratelimit_failures_total", "policy=\"open\"",
+	    "Checks the ratelimiter did not answer in time, by the policy "
+	    "applied.");
+	R.fail_closed = cm_counter_get(
+	    "gateway_ratelimit_failures_total", "policy=\"closed\"",
+	    "Checks the ratelimiter did not answer in time, by the policy "
+	    "applied.");
+	gw_filter_register(&ratelimit_filter);
+}
+
+/* ---- the rules ---- */
+
+static void rules_poll(struct rl_loop *rl);
+
+static void
+rules_reply(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
+{
+	struct rl_loop *rl = arg;
+	Ratelimiter__RulesResponse *resp = NULL;
+	struct cm_rl_rules *rs;
+	char err[256];
+
+	(void) idx;
+	rl->polling = false;
+	if (l->state == GW_LOOP_CLOSING)
+		return;
+	if (r->status != CM_OK || (resp = ratelimiter__rules_response__unpack(
+	                               NULL, r->len, r->payload)) == NULL) {
+		/* Retried soon: every request is checked meanwhile. */
+		rl->next_poll = gw_loop_now(l) + 250;
+		return;
+	}
+	rl->next_poll = gw_loop_now(l) + R.poll_ms;
+	if (rl->rules == NULL || resp->version != rl->version) {
+		if (cm_rl_rules_from_pb(resp, &rs, err, sizeof(err)) != 0) {
+			log_warnx("event=ratelimit_rules loop=%u err=\"%s\"",
+			          l->id, err);
+		} else {
+			if (rl->rules != NULL)
+				log_info("event=ratelimit_rules loop=%u "
+				         "version=%llu rules=%zu",
+				         l->id,
+				         (unsigned long long) resp->version,
+				         rs->n);
+			cm_rl_rules_free(rl->rules);
+			rl->rules = rs;
+			rl->version = resp->version;
+			memset(rl->v, 0, (RL_SLOTS + RL_WAYS) * sizeof(*rl->v));
+		}
+	}
+	ratelimiter__rules_response__free_unpacked(resp, NULL);
+}
+
+static void
+rules_poll(struct rl_loop *rl)
+{
+	Ratelimiter__RulesRequest in = RATELIMITER__RULES_REQUEST__INIT;
+	uint8_t buf[16];
+	size_t len;
+	cm_rpc_meta meta;
+
+	if (rl->polling || rl->loop->state == GW_LOOP_CLOSING)
+		return;
+	len = ratelimiter__rules_request__pack(&in, buf);
+	memset(&meta, 0, sizeof(meta));
+	/* The Rules RPC is for operators; the gateway is one. */
+	meta.meta[0].key = "claim.role";
+	meta.meta[0].value = "admin";
+	meta.nmeta = 1;
+	rl->polling = true;
+	gw_upstream_call(rl->loop, R.up, &meta, "ratelimiter.RateLimiter/Rules",
+	                 buf, len, R.timeout_ms * 10, rules_reply, rl, 0);
+}
+
+static void
+rl_loop_init(struct gw_loop *l, void *ls)
+{
+	struct rl_loop *rl = ls;
+
+	rl->loop = l;
+	if ((rl->v = calloc(RL_SLOTS + RL_WAYS, sizeof(*rl->v))) == NULL)
+		fatalx("gateway: out of memory");
+	rules_poll(rl);
+}
+
+/* The counts of the paths that never leave the loop, shared. */
+static void
+counts_flush(struct rl_loop *rl)
+{
+	cm_counter_add(R.no_match, rl->n_no_match);
+	cm_counter_add(R.local, rl->n_local);
+	cm_counter_add(R.local_denied, rl->n_local_denied);
+	rl->n_no_match = rl->n_local = rl->n_local_denied = 0;
+}
+
+static void
+rl_loop_tick(struct gw_loop *l, void *ls)
+{
+	struct rl_loop *rl = ls;
+
+	counts_flush(rl);
+	if (gw_loop_now(l) >= rl->next_poll)
+		rules_poll(rl);
+}
+
+static void
+rl_loop_fini(struct gw_loop *l, void *ls)
+{
+	struct rl_loop *rl = ls;
+
+	(void) l;
+	counts_flush(rl);
+	cm_rl_rules_free(rl->rules);
+	free(rl->v);
+}
+
+/* A reply names the rules in force; another version: fetch them now. */
+static void
+rules_seen(struct rl_loop *rl, uint64_t version)
+{
+	if (rl->rules != NULL && version != rl->version)
+		rules_poll(rl);
+}
+
+/* ---- the table ---- */
+
+/*
+ * The entry for key (hash h): the one holding key among the RL_WAYS
+ * slots from h, else (to be filled) an empty one, else the one whose
+ * state ends first.  A set-associative table: a few colliding keys do
+ * not evict each other on every request.
+ */
+static struct rl_entry *
+slot_of(struct rl_loop *rl, uint64_t h, const char *key, size_t klen)
+{
+	struct rl_entry *e, *victim = NULL;
+
+	for (size_t i = 0; i < RL_WAYS; i++) {
+		e = &rl->v[(h & (RL_SLOTS - 1)) + i];
+		if (e->h == h && e->klen == klen &&
+		    memcmp(e->key, key, klen) == 0)
+			return (e);
+		if (victim == NULL || (victim->klen != 0 && e->klen == 0) ||
+		    (e->klen != 0 && victim->klen != 0 && !e->refreshing &&
+		     (e->expires > e->denied_until ? e->expires
+		                                   : e->denied_until) <
+		         (victim->expires > victim->denied_until
+		              ? victim->expires
+		              : victim->denied_until)))
+			victim = e;
+	}
+	return (victim);
+}
+
+static bool
+slot_holds(const struct rl_entry *e, uint64_t h, const char *key, size_t klen)
+{
+	return (e->h == h && e->klen == klen && memcmp(e->key, key, klen) == 0);
+}
+
+/* Takes e over for the scope key. */
+static void
+slot_claim(struct rl_entry *e, uint64_t h, const char *key, size_t klen)
+{
+	memset(e, 0, sizeof(*e));
+	e->h = h;
+	e->klen = (uint16_t) klen;
+	memcpy(e->key, key, klen);
+}
+
+/* ---- a request's scope ---- */
+
+/* The path as the router matched it: one trailing slash removed. */
+static size_t
+rl_path(const struct gw_creq *cr)
+{
+	size_t n = cr->plen;
+
+	if (n > 1 && cr->path[n - 1] == '/')
+		n--;
+	return (n);
+}
+
+/*
+ * Matches the request against the loop's rules: the number of rules that
+ * apply, and their scope key in rr (tier + every rule's counter key);
+ * klen 0 when it does not fit (the request is then always asked about).
+ */
+static size_t
+scope_of(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr)
+{
+	const struct gw_creq *cr = gw_creq(rq);
+	struct cm_rl_match m[CM_RL_MAX_MATCH];
+	struct cm_rl_request in;
+	size_t n, len;
+	int w;
+
+	in.method = rq->head ? "GET" : gw_req_method(rq);
+	in.path = cm_arena_strndup(rq->arena, cr->path, rl_path(cr));
+	in.ip = cr->client_ip;
+	in.user = cr->id.user;
+	in.tier = cr->id.tier;
+	in.api_key = cr->api_key;
+	n = cm_rl_match(rl->rules, &in, m, CM_RL_MAX_MATCH);
+	rr->klen = 0;
+	if (n == 0)
+		return (0);
+	w = snprintf(rr->key, sizeof(rr->key), "%s",
+	             cr->id.tier != NULL ? cr->id.tier : "");
+	len = w < 0 || (size_t) w >= sizeof(rr->key) ? sizeof(rr->key)
+	                                             : (size_t) w;
+	for (size_t i = 0; i < n; i++) {
+		if (m[i].rule->fail_closed)
+			rr->fail_closed = true;
+		if (len >= sizeof(rr->key))
+			continue;
+		w = snprintf(rr->key + len, sizeof(rr->key) - len, "\x1f%s",
+		             m[i].key);
+		len = w < 0 || (size_t) w >= sizeof(rr->key) - len
+		          ? sizeof(rr->key)
+		          : len + (size_t) w;
+	}
+	if (len < sizeof(rr->key)) {
+		rr->klen = len;
+		rr->h = gw_fnv1a(GW_FNV_INIT, rr->key, len);
+	}
+	return (n);
+}
+
+/* ---- answers ---- */
+
+static void
+set_headers(struct gw_req *rq, const char *rule, int64_t limit,
+            int64_t remaining, int64_t reset_s, int64_t window_s,
+            int64_t retry_s)
+{
+	char retry[48] = "";
+	char *lines;
+
+	if (remaining < 0)
+		remaining = 0;
+	if (reset_s < 0)
+		reset_s = 0;
+	if (retry_s > 0)
+		snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n",
+		         (long long) retry_s);
+	/* RateLimit-Policy / RateLimit: draft-ietf-httpapi-ratelimit-headers
+	 * (structured fields); RateLimit-Limit/-Remaining/-Reset: the older
+	 * draft, as Envoy and Kong send them. */
+	lines = cm_arena_printf(
+	    rq->arena,
+	    "RateLimit-Policy: \"%s\";q=%lld;w=%lld\r\n"
+	    "RateLimit: \"%s\";r=%lld;t=%lld\r\n"
+	    "RateLimit-Limit: %lld\r\n"
+	    "RateLimit-Remaining: %lld\r\n"
+	    "RateLimit-Reset: %lld\r\n%s",
+	    rule, (long long) limit, (long long) window_s, rule,
+	    (long long) remaining, (long long) reset_s, (long long) limit,
+	    (long long) remaining, (long long) reset_s, retry);
+	gw_resp_lines(rq, lines, strlen(lines));
+}
+
+static void
+respond_limited(struct gw_req *rq, const char *rule, int64_t retry_s)
+{
+	struct gw_buf *s = &rq->loop->scratch;
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "rate limit exceeded (%s); retry in %lld s",
+	         rule, (long long) retry_s);
+	s->len = 0;
+	gw_buf_puts(s, "{\"error\":{\"code\":\"RESOURCE_EXHAUSTED\","
+	               "\"message\":");
+	gw_json_quote(s, msg, strlen(msg));
+	gw_buf_printf(s, ",\"retry_after\":%lld}}", (long long) retry_s);
+	gw_respond(rq, 429, "application/json", s->p, s->len);
+}
+
+/* The ratelimiter cannot be asked: the failure policy decides. */
+static enum gw_filter_verdict
+fail_policy(struct gw_req *rq, const struct rl_req *rr)
+{
+	if (rr->fail_closed) {
+		cm_counter_add(R.fail_closed, 1);
+		gw_respond_error(rq, 503, "UNAVAILABLE",
+		                 "rate limiter unavailable");
+		return (GW_FILTER_DONE);
+	}
+	cm_counter_add(R.fail_open, 1);
+	return (GW_FILTER_GO);
+}
+
+static void
+entry_fill(struct rl_entry *e, const Ratelimiter__CheckResponse *resp,
+           int64_t now)
+{
+	e->expires = now + resp->local_ttl_ms;
+	e->budget = resp->local_budget;
+	e->limit = resp->matched ? resp->limit : 0;
+	e->remaining = resp->remaining;
+	e->reset_at = now + resp->reset_s * 1000;
+	e->window_s = resp->window_s;
+	e->refreshing = false;
+	e->denied_until = 0;
+	snprintf(e->rule, sizeof(e->rule), "%s",
+	         resp->matched ? resp->rule : "");
+}
+
+/* Remembers a refusal until the ratelimiter's retry time. */
+static void
+entry_deny(struct rl_entry *e, const Ratelimiter__CheckResponse *resp,
+           int64_t now)
+{
+	int64_t retry =
+	    resp->retry_ms > 0 ? resp->retry_ms : resp->retry_after_s * 1000;
+
+	entry_fill(e, resp, now);
+	e->expires = 0;
+	e->budget = 0;
+	e->owed = 0;
+	e->remaining = 0;
+	e->denied_until = now + retry;
+}
+
+static uint8_t *
+pack_check(struct gw_req *rq, cm_arena *a, int64_t cost, size_t *len)
+{
+	const struct gw_creq *cr = gw_creq(rq);
+	Ratelimiter__CheckRequest in = RATELIMITER__CHECK_REQUEST__INIT;
+	uint8_t *payload;
+
+	in.method = cm_pbstr(rq->head ? "GET" : gw_req_method(rq));
+	in.path = cm_arena_strndup(a, cr->path, rl_path(cr));
+	in.ip = cm_pbstr(cr->client_ip);
+	in.user = cm_pbstr(cr->id.user ? cr->id.user : "");
+	in.tier = cm_pbstr(cr->id.tier ? cr->id.tier : "");
+	in.api_key = cm_pbstr(cr->api_key);
+	in.cost = (uint32_t) (cost > UINT32_MAX ? UINT32_MAX : cost);
+	*len = ratelimiter__check_request__get_packed_size(&in);
+	payload = cm_arena_alloc(a, *len ? *len : 1);
+	ratelimiter__check_request__pack(&in, payload);
+	return (payload);
+}
+
+/* ---- background refreshes ---- */
+
+struct refresh {
+	struct rl_loop *rl;
+	uint64_t h;
+	size_t klen;
+	char key[RL_KEYMAX];
+};
+
+/*
+ * A background refresh came back.  Allowed with a budget: the entry goes
+ * on.  Refused: remembered as such.  No budget: the entry is dropped, so
+ * the next request waits for a check of its own.  Failed: retried by a
+ * later request after a short pause.
+ */
+static void
+refresh_done(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
+{
+	struct refresh *rf = arg;
+	struct rl_loop *rl = rf->rl;
+	struct rl_entry *e = slot_of(rl, rf->h, rf->key, rf->klen);
+	int64_t now = gw_loop_now(l);
+	Ratelimiter__CheckResponse *resp = NULL;
+
+	(void) idx;
+	if (r->status == CM_OK)
+		resp = ratelimiter__check_response__unpack(NULL, r->len,
+		                                           r->payload);
+	if (resp != NULL && l->state != GW_LOOP_CLOSING)
+		rules_seen(rl, resp->rules_version);
+	if (slot_holds(e, rf->h, rf->key, rf->klen)) {
+		if (resp == NULL) {
+			e->refreshing = false;
+			e->expires = now + 100;
+		} else if (resp->unavailable) {
+			e->refreshing = false;
+			e->expires = 0;
+			e->budget = 0;
+		} else if (!resp->allowed) {
+			entry_deny(e, resp, now);
+		} else if (resp->local_budget > 0) {
+			entry_fill(e, resp, now);
+		} else {
+			e->expires = 0;
+			e->budget = 0;
+			e->refreshing = false;
+		}
+	}
+	if (resp != NULL)
+		ratelimiter__check_response__free_unpacked(resp, NULL);
+	free(rf);
+}
+
+static void
+refresh_start(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e)
+{
+	struct refresh *rf = calloc(1, sizeof(*rf));
+	cm_rpc_meta meta;
+	uint8_t *payload;
+	size_t len;
+
+	if (rf == NULL)
+		fatalx("gateway: out of memory");
+	rf->rl = rl;
+	rf->h = e->h;
+	rf->klen = e->klen;
+	memcpy(rf->key, e->key, e->klen);
+	payload = pack_check(rq, rq->arena, e->owed + 1, &len);
+	gw_req_meta(rq, &meta);
+	e->refreshing = true;
+	gw_upstream_call(rl->loop, R.up, &meta, "ratelimiter.RateLimiter/Check",
+	                 payload, len, R.timeout_ms, refresh_done, rf, 0);
+}
+
+/* ---- the check ---- */
+
+/* The reply arrived (or the call failed). */
+static void
+check_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
+{
+	struct rl_req *rr = arg;
+	struct rl_loop *rl = rr->rl;
+	Ratelimiter__CheckResponse *resp;
+	int64_t now = gw_loop_now(rq->loop);
+	struct rl_entry *e;
+
+	(void) idx;
+	if (r->status != CM_OK ||
+	    (resp = ratelimiter__check_response__unpack(&rq->arena->pb, r->len,
+	                                                r->payload)) == NULL) {
+		if (fail_policy(rq, rr) == GW_FILTER_GO)
+			gw_filter_continue(rq);
+		return;
+	}
+	rr->fail_closed = resp->fail_closed;
+	rules_seen(rl, resp->rules_version);
+	if (resp->unavailable) {
+		cm_counter_add(R.unavailable, 1);
+		gw_respond_error(rq, 503, "UNAVAILABLE",
+		                 "rate limit store unavailable");
+		return;
+	}
+	if (resp->matched)
+		set_headers(rq, resp->rule, resp->limit, resp->remaining,
+		            resp->reset_s, resp->window_s,
+		            resp->allowed ? 0 : resp->retry_after_s);
+	e = rr->klen > 0 && rl->rules != NULL
+	        ? slot_of(rl, rr->h, rr->key, rr->klen)
+	        : NULL;
+	if (e != NULL && !slot_holds(e, rr->h, rr->key, rr->klen))
+		slot_claim(e, rr->h, rr->key, rr->klen);
+	if (!resp->allowed) {
+		cm_counter_add(R.limited, 1);
+		if (e != NULL)
+			entry_deny(e, resp, now);
+		respond_limited(rq, resp->rule, resp->retry_after_s);
+		return;
+	}
+	cm_counter_add(R.allowed, 1);
+	if (e != NULL && !e->refreshing && resp->local_budget > 0 &&
+	    resp->local_ttl_ms > 0)
+		entry_fill(e, resp, now);
+	gw_filter_continue(rq);
+}
+
+/* Admits rq locally from e, with e's headers. */
+static void
+admit_local(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
+            int64_t now)
+{
+	e->budget--;
+	e->owed++;
+	if (e->limit > 0)
+		set_headers(rq, e->rule, e->limit, e->remaining - e->owed,
+		            (e->reset_at - now + 999) / 1000, e->window_s, 0);
+	rl->n_local++;
+}
+
+static enum gw_filter_verdict
+rl_on_request(struct gw_req *rq, void *fs)
+{
+	struct rl_req *rr = fs;
+	struct rl_loop *rl = gw_filter_loop(rq->loop, &ratelimit_filter);
+	struct rl_entry *e = NULL;
+	int64_t now, cost = 1;
+	uint8_t *payload;
+	size_t len;
+
+	rr->rl = rl;
+	now = gw_loop_now(rq->loop);
+	if (rl->rules != NULL) {
+		if (scope_of(rq, rl, rr) == 0) {
+			rl->n_no_match++;
+			return (GW_FILTER_GO);
+		}
+		if (rr->klen > 0) {
+			e = slot_of(rl, rr->h, rr->key, rr->klen);
+			if (!slot_holds(e, rr->h, rr->key, rr->klen))
+				e = NULL;
+		}
+	}
+	if (e != NULL && now < e->denied_until) {
+		int64_t retry_s = (e->denied_until - now + 999) / 1000;
+
+		set_headers(rq, e->rule, e->limit, 0,
+		            (e->reset_at - now + 999) / 1000, e->window_s,
+		            retry_s);
+		rl->n_local_denied++;
+		respond_limited(rq, e->rule, retry_s);
+		return (GW_FILTER_DONE);
+	}
+	if (e != NULL && e->budget > 0) {
+		if (now < e->expires || e->refreshing) {
+			admit_local(rq, rl, e, now);
+			return (GW_FILTER_GO);
+		}
+		/* Expired with budget left: admit, and refresh in the
+		 * background, paying what was admitted meanwhile. */
+		refresh_start(rq, rl, e);
+		admit_local(rq, rl, e, now);
+		e->owed = 0;
+		return (GW_FILTER_GO);
+	}
+	if (e != NULL) {
+		/* Pay for what was admitted locally. */
+		cost += e->owed;
+		e->owed = 0;
+		e->expires = 0;
+	}
+	if (cm_rpc_client_connected(R.up->client) == 0) {
+		/* No ratelimiter connected: a call could only fail, so the
+		 * failure policy applies now, without a round trip. */
+		return (fail_policy(rq, rr));
+	}
+	payload = pack_check(rq, rq->arena, cost, &len);
+	gw_req_call(rq, R.up, "ratelimiter.RateLimiter/Check", payload, len,
+	            R.timeout_ms, check_reply, rr, 0);
+	return (GW_FILTER_WAIT);
+}

@@ -1,0 +1,482 @@
+/*
+ * What the gateway's layers offer the handlers to come (WebSocket,
+ * uploads, HLS), black-box through the gateway-test binary and its
+ * /_test/ handlers (services/gateway/handler/testing.c, never shipped):
+ * a connection that switches protocol after 101, every request header by
+ * name with a bound on their number, streamed request bodies with
+ * back-pressure, responses in pieces (also under HEAD), each measured in
+ * the gateway's resident memory while a gigabyte goes through.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "harness.h"
+
+#define GIB         (1024ULL * 1024 * 1024)
+#define RSS_GROW_KB (16 * 1024)
+
+static struct {
+	h_proc gw;
+	int port;
+	char url[64];
+	const char *gw_bin;
+} T;
+
+static int
+suite_setup(void **state)
+{
+	(void) state;
+	if ((T.gw_bin = getenv("GATEWAY_TEST_BIN")) == NULL) {
+		fprintf(stderr, "needs GATEWAY_TEST_BIN: run tests/run.sh\n");
+		return (-1);
+	}
+	curl_global_init(CURL_GLOBAL_ALL);
+	T.port = h_free_port();
+	snprintf(T.url, sizeof(T.url), "http://127.0.0.1:%d", T.port);
+	T.gw.name = "gateway-test";
+	T.gw.bin = T.gw_bin;
+	h_proc_env(&T.gw, "GATEWAY_LISTEN", "127.0.0.1:%d", T.port);
+	h_proc_env(&T.gw, "GATEWAY_THREADS", "2");
+	h_proc_env(&T.gw, "GATEWAY_RATELIMIT", "0");
+	h_proc_env(&T.gw, "GATEWAY_CACHE_BYTES", "0");
+	h_proc_env(&T.gw, "GATEWAY_ACCESS_LOG", "1");
+	/* Nothing listens there: these handlers call no service. */
+	h_proc_env(&T.gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d",
+	           h_free_port());
+	h_proc_start(&T.gw);
+	/* /healthz is 503 without a shortener: wait for the port. */
+	for (int i = 0; i < 200; i++) {
+		h_resp r;
+		char u[128];
+
+		snprintf(u, sizeof(u), "%s/_test/headers", T.url);
+		h_http(&r, "GET", u, NULL, NULL, 0);
+		if (r.status == 200) {
+			h_resp_free(&r);
+			return (0);
+		}
+		h_resp_free(&r);
+		h_msleep(50);
+	}
+	fprintf(stderr, "gateway-test did not come up\n");
+	return (-1);
+}
+
+static int
+suite_teardown(void **state)
+{
+	(void) state;
+	assert_int_equal(h_proc_stop(&T.gw, 10000), 0);
+	h_proc_free(&T.gw);
+	curl_global_cleanup();
+	return (0);
+}
+
+/* ---- raw sockets ---- */
+
+static int
+tcp_connect(void)
+{
+	struct sockaddr_in sa = {0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t) T.port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+	return (fd);
+}
+
+static void
+send_all(int fd, const void *p, size_t len)
+{
+	const char *s = p;
+
+	while (len > 0) {
+		ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
+
+		assert_true(n > 0);
+		s += n;
+		len -= (size_t) n;
+	}
+}
+
+/*
+ * Reads until buf holds want (a string) or timeout; returns the bytes
+ * read (NUL-terminated in buf, which has cap bytes).
+ */
+static size_t
+recv_until(int fd, char *buf, size_t cap, const char *want, int timeout_ms)
+{
+	size_t len = 0;
+	int64_t end = cm_mono_ms() + timeout_ms;
+
+	buf[0] = '\0';
+	while (strstr(buf, want) == NULL && len + 1 < cap) {
+		struct pollfd pfd = {fd, POLLIN, 0};
+		int64_t left = end - cm_mono_ms();
+		ssize_t n;
+
+		if (left <= 0 || poll(&pfd, 1, (int) left) <= 0)
+			break;
+		if ((n = recv(fd, buf + len, cap - 1 - len, 0)) <= 0)
+			break;
+		len += (size_t) n;
+		buf[len] = '\0';
+	}
+	return (len);
+}
+
+/* The gateway's resident set, in KiB. */
+static long
+gw_rss_kb(void)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int) T.gw.pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return (-1);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (kb);
+}
+
+/* ---- a connection that switches protocol ---- */
+
+static void
+test_upgrade_then_raw_bytes(void **state)
+{
+	const char req[] = "GET /_test/upgrade HTTP/1.1\r\nHost: x\r\n"
+	                   "Connection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+	                   "early-bytes|";
+	char buf[4096];
+	int fd = tcp_connect();
+
+	(void) state;
+	/* Bytes right behind the request belong to the new protocol. */
+	send_all(fd, req, sizeof(req) - 1);
+	recv_until(fd, buf, sizeof(buf), "early-bytes|", 3000);
+	assert_non_null(strstr(buf, "HTTP/1.1 101 Switching Protocols\r\n"));
+	assert_non_null(strstr(buf, "Upgrade: echo\r\n"));
+	assert_null(strstr(buf, "Content-Length"));
+	assert_non_null(strstr(buf, "\r\n\r\nearly-bytes|"));
+	/* Then anything at all, HTTP or not, comes back as it was. */
+	send_all(fd, "GET / HTTP/1.1\r\n\r\n\x01\x02", 20);
+	assert_int_equal(recv_until(fd, buf, sizeof(buf), "\x02", 3000), 20);
+	assert_memory_equal(buf, "GET / HTTP/1.1\r\n\r\n\x01\x02", 20);
+	close(fd);
+}
+
+/* ---- headers ---- */
+
+/* A request with n header lines h0..h<n-1> plus "Connection: close". */
+static void
+header_lines(char *out, size_t cap, int n, const char *ask)
+{
+	size_t len = (size_t) snprintf(
+	    out, cap, "GET /_test/headers?name=%s HTTP/1.1\r\n", ask);
+
+	for (int i = 0; i < n; i++)
+		len += (size_t) snprintf(out + len, cap - len, "h%d: v%d\r\n",
+		                         i, i);
+	snprintf(out + len, cap - len, "Connection: close\r\n\r\n");
+}
+
+static void
+test_headers_by_name_and_bounded(void **state)
+{
+	char url[128], *v;
+	const char *hdrs[] = {"X-Custom-Thing: first value ",
+	                      "x-custom-thing: second", NULL};
+	char req[8192], buf[8192];
+	h_resp r;
+	int fd;
+
+	(void) state;
+	/* Any header, case-insensitive, the first of several. */
+	snprintf(url, sizeof(url), "%s/_test/headers?name=X-CUSTOM-THING",
+	         T.url);
+	h_http(&r, "GET", url, hdrs, NULL, 0);
+	assert_int_equal(r.status, 200);
+	v = h_json_str(&r, "value");
+	assert_non_null(v);
+	assert_string_equal(v, "first value");
+	free(v);
+	/* A header added by the handler. */
+	v = h_resp_header(&r, "X-Test-Added");
+	assert_non_null(v);
+	assert_string_equal(v, "yes");
+	free(v);
+	h_resp_free(&r);
+
+	/* 101 header lines (100 custom + Connection): 431. */
+	fd = tcp_connect();
+	header_lines(req, sizeof(req), 100, "h99");
+	send_all(fd, req, strlen(req));
+	recv_until(fd, buf, sizeof(buf), "\r\n\r\n", 3000);
+	close(fd);
+	assert_non_null(strstr(buf, "HTTP/1.1 431"));
+	assert_non_null(strstr(buf, "X-Request-Id: "));
+
+	/* Exactly 100 (the default bound) are fine. */
+	fd = tcp_connect();
+	header_lines(req, sizeof(req), 99, "h98");
+	send_all(fd, req, strlen(req));
+	recv_until(fd, buf, sizeof(buf), "}", 3000);
+	close(fd);
+	assert_non_null(strstr(buf, "HTTP/1.1 200"));
+	assert_non_null(strstr(buf, "\"count\":100,\"value\":\"v98\""));
+}
+
+/* ---- a streamed body into a slow sink ---- */
+
+struct sender {
+	int fd;
+	uint64_t size;
+	uint32_t sum;
+	int rv;
+};
+
+static void *
+send_body(void *arg)
+{
+	struct sender *s = arg;
+	static char piece[256 * 1024];
+	uint64_t off = 0;
+
+	for (size_t i = 0; i < sizeof(piece); i++)
+		piece[i] = (char) (i * 7 + 3);
+	while (off < s->size) {
+		size_t n = s->size - off < sizeof(piece)
+		               ? (size_t) (s->size - off)
+		               : sizeof(piece);
+		size_t done = 0;
+
+		for (size_t i = 0; i < n; i++)
+			s->sum += (unsigned char) piece[i];
+		while (done < n) {
+			ssize_t w =
+			    send(s->fd, piece + done, n - done, MSG_NOSIGNAL);
+
+			if (w <= 0) {
+				s->rv = -1;
+				return (NULL);
+			}
+			done += (size_t) w;
+		}
+		off += n;
+	}
+	return (NULL);
+}
+
+static void
+test_streamed_body_bounded_memory(void **state)
+{
+	struct sender s = {.size = GIB};
+	char head[256], buf[4096], expect[128];
+	long rss0, rss, peak = 0;
+	pthread_t th;
+	int fd;
+
+	(void) state;
+	rss0 = gw_rss_kb();
+	assert_true(rss0 > 0);
+	fd = tcp_connect();
+	s.fd = fd;
+	snprintf(head, sizeof(head),
+	         "POST /_test/sink?delay_ms=1 HTTP/1.1\r\nHost: x\r\n"
+	         "Content-Length: %llu\r\nConnection: close\r\n\r\n",
+	         (unsigned long long) s.size);
+	send_all(fd, head, strlen(head));
+	assert_int_equal(pthread_create(&th, NULL, send_body, &s), 0);
+	for (;;) {
+		struct pollfd pfd = {fd, POLLIN, 0};
+
+		if ((rss = gw_rss_kb()) > peak)
+			peak = rss;
+		if (poll(&pfd, 1, 100) > 0)
+			break;
+	}
+	pthread_join(th, NULL);
+	assert_int_equal(s.rv, 0);
+	recv_until(fd, buf, sizeof(buf), "}", 10000);
+	close(fd);
+	fprintf(stderr,
+	        "streamed 1 GiB: gateway RSS %ld KiB before, peak %ld "
+	        "KiB (+%ld)\n",
+	        rss0, peak, peak - rss0);
+	snprintf(expect, sizeof(expect), "{\"bytes\":%llu,\"sum\":%u}",
+	         (unsigned long long) s.size, s.sum);
+	if (strstr(buf, expect) == NULL)
+		fail_msg("sink answered:\n%s\nexpected %s", buf, expect);
+	assert_true(peak - rss0 < RSS_GROW_KB);
+}
+
+/* A body over the route's bound is refused before a byte is read. */
+static void
+test_streamed_body_over_bound(void **state)
+{
+	char buf[4096];
+	const char req[] = "POST /_test/sink HTTP/1.1\r\nHost: x\r\n"
+	                   "Content-Length: 3000000000\r\n"
+	                   "Expect: 100-continue\r\n\r\n";
+	int fd = tcp_connect();
+
+	(void) state;
+	send_all(fd, req, sizeof(req) - 1);
+	recv_until(fd, buf, sizeof(buf), "}}", 3000);
+	close(fd);
+	assert_non_null(strstr(buf, "HTTP/1.1 413"));
+	assert_null(strstr(buf, "100 Continue"));
+}
+
+/* ---- a response in pieces, read slowly ---- */
+
+static void
+test_piecewise_response_bounded_memory(void **state)
+{
+	char req[256];
+	static char buf[256 * 1024];
+	uint64_t body = 0, clen = 0;
+	size_t hl = 0, len = 0;
+	long rss0, rss, peak = 0;
+	bool bad = false;
+	int fd, rounds = 0;
+	char *p;
+
+	(void) state;
+	rss0 = gw_rss_kb();
+	fd = tcp_connect();
+	snprintf(req, sizeof(req),
+	         "GET /_test/blob?size=%llu HTTP/1.1\r\nHost: x\r\n\r\n",
+	         (unsigned long long) GIB);
+	send_all(fd, req, strlen(req));
+	len = recv_until(fd, buf, sizeof(buf), "\r\n\r\n", 3000);
+	assert_non_null(p = strstr(buf, "\r\n\r\n"));
+	hl = (size_t) (p + 4 - buf);
+	assert_non_null(strstr(buf, "HTTP/1.1 200"));
+	assert_non_null(p = strstr(buf, "Content-Length: "));
+	clen = strtoull(p + 16, NULL, 10);
+	assert_true(clen == GIB);
+	for (size_t i = hl; i < len; i++, body++)
+		if (buf[i] != (char) ('a' + body % 26))
+			bad = true;
+	while (body < clen) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++, body++)
+			if (buf[i] != (char) ('a' + body % 26))
+				bad = true;
+		/* Slowly: a pause every 16 reads, RSS looked at. */
+		if (++rounds % 16 == 0) {
+			h_msleep(2);
+			if ((rss = gw_rss_kb()) > peak)
+				peak = rss;
+		}
+	}
+	close(fd);
+	fprintf(stderr,
+	        "1 GiB response: gateway RSS %ld KiB before, peak %ld "
+	        "KiB (+%ld)\n",
+	        rss0, peak, peak - rss0);
+	assert_true(body == clen);
+	assert_false(bad);
+	assert_true(peak - rss0 < RSS_GROW_KB);
+}
+
+static void
+test_piecewise_head_and_chunked(void **state)
+{
+	char url[128], *cl, *te;
+	h_resp r;
+
+	(void) state;
+	/* HEAD: the head of the 1 GiB response, no body. */
+	snprintf(url, sizeof(url), "%s/_test/blob?size=%llu", T.url,
+	         (unsigned long long) GIB);
+	h_http(&r, "HEAD", url, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	cl = h_resp_header(&r, "Content-Length");
+	assert_non_null(cl);
+	assert_string_equal(cl, "1073741824");
+	assert_int_equal(r.body_len, 0);
+	free(cl);
+	h_resp_free(&r);
+
+	/* Chunked: curl reassembles it; every byte checked. */
+	snprintf(url, sizeof(url), "%s/_test/blob?size=3000001&chunked=1",
+	         T.url);
+	h_http(&r, "GET", url, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	te = h_resp_header(&r, "Transfer-Encoding");
+	assert_non_null(te);
+	assert_string_equal(te, "chunked");
+	free(te);
+	assert_int_equal(r.body_len, 3000001);
+	for (size_t i = 0; i < r.body_len; i++)
+		if (r.body[i] != (char) ('a' + i % 26))
+			fail_msg("byte %zu is %d", i, r.body[i]);
+	h_resp_free(&r);
+
+	/* And the connection is reusable after a response in pieces. */
+	{
+		char req[512], buf[8192];
+		int fd = tcp_connect();
+		size_t n = (size_t) snprintf(
+		    req, sizeof(req),
+		    "GET /_test/blob?size=100000 HTTP/1.1\r\nHost: x\r\n\r\n"
+		    "GET /_test/headers?name=host HTTP/1.1\r\nHost: "
+		    "second\r\nConnection: close\r\n\r\n");
+
+		send_all(fd, req, n);
+		static char all[200000];
+		size_t len = 0;
+
+		for (;;) {
+			ssize_t k = recv(fd, buf, sizeof(buf), 0);
+
+			if (k <= 0 || len + (size_t) k >= sizeof(all))
+				break;
+			memcpy(all + len, buf, (size_t) k);
+			len += (size_t) k;
+		}
+		all[len] = '\0';
+		close(fd);
+		assert_non_null(strstr(all, "\"value\":\"second\""));
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_upgrade_then_raw_bytes),
+	    cmocka_unit_test(test_headers_by_name_and_bounded),
+	    cmocka_unit_test(test_streamed_body_over_bound),
+	    cmocka_unit_test(test_streamed_body_bounded_memory),
+	    cmocka_unit_test(test_piecewise_head_and_chunked),
+	    cmocka_unit_test(test_piecewise_response_bounded_memory),
+	};
+
+	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));
+}
