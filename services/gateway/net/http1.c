@@ -286,8 +286,16 @@ on_headers_complete(http_parser *p)
 
 	gw_app->on_head(rq);
 	if (!h->in_req || rq->finished) {
-		/* Refused early: never invite a body we would throw away. */
-		if (has_body && rq->expect_continue) {
+		/*
+		 * Refused early: never invite a body we would throw away, and
+		 * read one only up to the gateway's default bound (a refused
+		 * upload is not read for gigabytes to keep the connection).
+		 */
+		if (h->in_req && rq->max_body > gw_net_cfg.max_body_bytes)
+			rq->max_body = gw_net_cfg.max_body_bytes;
+		if (has_body && (rq->expect_continue || !h->in_req ||
+		                 (rq->content_length != UINT64_MAX &&
+		                  rq->content_length > rq->max_body))) {
 			h->close_after = true;
 			if (h->in_req && rq->finished)
 				h1_req_end(h);
