@@ -65,6 +65,7 @@ redis-cli -p "$REDIS_PORT" SET key:__rand_int__ xxx >/dev/null
 REDIS_PID=$(cat "$WORK/redis/redis.pid")
 
 # cache_start [CPUS]: (re)starts the cache service, confined to CPUS if set.
+# shellcheck disable=SC2034 # set and read by bench_respawn
 CACHE_PID=
 cache_start() {
 	bench_respawn CACHE_PID cache env CACHE_CPUS="${1:-}" \
@@ -117,6 +118,7 @@ export SHORTENER_LISTEN=tcp://127.0.0.1:$SH_PORT
 export SHORTENER_ADDR=tcp://127.0.0.1:$SH_PORT
 export GATEWAY_LISTEN=127.0.0.1:$GW_PORT PUBLIC_BASE_URL=http://bench.test
 export GATEWAY_RATELIMIT=0 GATEWAY_CACHE_BYTES=0
+# shellcheck disable=SC2034 # set and read by bench_respawn
 SH_PID=
 shortener_start() {
 	bench_respawn SH_PID "shortener-$1" env SHORTENER_CACHE="$1" \
