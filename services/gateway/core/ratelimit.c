@@ -64,16 +64,23 @@
 #define RL_SLOTS  16384
 #define RL_WAYS   4
 #define RL_KEYMAX 256
-#define GRACE_MS  50
+/* A scope whose every rule allows this many at once is "generous". */
+#define GENEROUS_MIN 64
+/* Background checks wait for no request: they may take longer. */
+#define BACKGROUND_TIMEOUT_FACTOR 10
 
 struct rl_entry {
 	uint64_t h;
 	int64_t expires;      /* budget valid until (loop ms); 0: none */
 	int64_t denied_until; /* refused until (loop ms) */
 	int64_t budget;       /* local admissions left */
+	int64_t granted;      /* the budget last granted */
 	int64_t owed;         /* admitted locally, not yet reported */
 	int64_t limit, remaining, reset_at, window_s;
-	bool refreshing; /* a background check is in flight */
+	/* what the headers last said: never more within its reset */
+	int64_t shown, shown_until;
+	int64_t next_refresh; /* after a failed one (loop ms) */
+	bool refreshing;      /* a background check is in flight */
 	bool fail_closed;
 	char rule[48];
 	uint16_t klen;
@@ -98,6 +105,15 @@ struct rl_req {
 	size_t klen;
 	char key[RL_KEYMAX];
 	bool fail_closed; /* a matched rule is (rules known) */
+	/*
+	 * Every rule that applies allows at least GENEROUS_MIN at once and
+	 * fails open: the first request of an unknown scope is admitted
+	 * without waiting, with headers from the tightest rule as a fresh
+	 * counter would show them.
+	 */
+	bool generous;
+	const char *g_rule;
+	int64_t g_limit, g_remaining, g_window_s, g_reset_s;
 	struct rl_loop *rl;
 };
 
@@ -342,6 +358,50 @@ rl_path(const struct gw_creq *cr)
 	return (n);
 }
 
+/* How many requests a limit lets through at once. */
+static int64_t
+capacity(const struct cm_rl_rule *r, const struct cm_rl_limit *l)
+{
+	if ((r->algo == CM_RL_TOKEN_BUCKET || r->algo == CM_RL_GCRA) &&
+	    l->burst > 0)
+		return (l->burst);
+	return (l->limit);
+}
+
+/*
+ * Whether the scope is generous (see struct rl_req), and the headers a
+ * fresh counter of its tightest enforced rule would give after one hit:
+ * an upper bound of what the ratelimiter will say, so headers shown
+ * later for the scope never exceed them.
+ */
+static void
+scope_guess(struct rl_req *rr, const struct cm_rl_match *m, size_t n)
+{
+	int64_t best = -1;
+
+	rr->generous = true;
+	for (size_t i = 0; i < n; i++) {
+		int64_t cap;
+
+		if (m[i].rule->shadow)
+			continue;
+		cap = capacity(m[i].rule, &m[i].lim);
+		/* A fail-closed rule wants a decision, not a guess. */
+		if (cap < GENEROUS_MIN || m[i].rule->fail_closed)
+			rr->generous = false;
+		if (best < 0 || cap < best) {
+			best = cap;
+			rr->g_rule = m[i].rule->name;
+			rr->g_limit = m[i].lim.limit;
+			rr->g_remaining = cap - 1;
+			rr->g_window_s = m[i].lim.window_ms / 1000;
+			rr->g_reset_s = (m[i].lim.window_ms + 999) / 1000;
+		}
+	}
+	if (best < 0)
+		rr->generous = false; /* only shadow rules: ask */
+}
+
 /*
  * Matches the request against the loop's rules: the number of rules that
  * apply, and their scope key in rr (tier + every rule's counter key);
@@ -385,6 +445,7 @@ scope_of(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr)
 		rr->klen = len;
 		rr->h = gw_fnv1a(GW_FNV_INIT, rr->key, len);
 	}
+	scope_guess(rr, m, n);
 	return (n);
 }
 
@@ -419,6 +480,28 @@ set_headers(struct gw_req *rq, const char *rule, int64_t limit,
 	    (long long) remaining, (long long) reset_s, (long long) limit,
 	    (long long) remaining, (long long) reset_s, retry);
 	gw_resp_lines(rq, lines, strlen(lines));
+}
+
+/*
+ * set_headers for a request of e's scope: Remaining never more than what
+ * this loop showed for the scope before, until that answer's reset has
+ * passed (a continuous algorithm refills, and a refresh may bring a
+ * higher figure; a client must not see its quota grow within the window
+ * it was told).
+ */
+static void
+scope_headers(struct gw_req *rq, struct rl_entry *e, const char *rule,
+              int64_t limit, int64_t remaining, int64_t reset_s,
+              int64_t window_s, int64_t retry_s, int64_t now)
+{
+	if (remaining < 0)
+		remaining = 0;
+	if (now < e->shown_until && remaining > e->shown)
+		remaining = e->shown;
+	e->shown = remaining;
+	if (now + reset_s * 1000 > e->shown_until)
+		e->shown_until = now + reset_s * 1000;
+	set_headers(rq, rule, limit, remaining, reset_s, window_s, retry_s);
 }
 
 static void
@@ -457,6 +540,7 @@ entry_fill(struct rl_entry *e, const Ratelimiter__CheckResponse *resp,
 {
 	e->expires = now + resp->local_ttl_ms;
 	e->budget = resp->local_budget;
+	e->granted = resp->local_budget;
 	e->limit = resp->matched ? resp->limit : 0;
 	e->remaining = resp->remaining;
 	e->reset_at = now + resp->reset_s * 1000;
@@ -536,7 +620,7 @@ refresh_done(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 	if (slot_holds(e, rf->h, rf->key, rf->klen)) {
 		if (resp == NULL) {
 			e->refreshing = false;
-			e->expires = now + 100;
+			e->next_refresh = now + 100;
 		} else if (resp->unavailable) {
 			e->refreshing = false;
 			e->expires = 0;
@@ -556,8 +640,13 @@ refresh_done(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 	free(rf);
 }
 
+/*
+ * A background check for e's scope, paying what was admitted locally
+ * (owed) and cost more.
+ */
 static void
-refresh_start(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e)
+refresh_start(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
+              int64_t cost)
 {
 	struct refresh *rf = calloc(1, sizeof(*rf));
 	cm_rpc_meta meta;
@@ -570,11 +659,13 @@ refresh_start(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e)
 	rf->h = e->h;
 	rf->klen = e->klen;
 	memcpy(rf->key, e->key, e->klen);
-	payload = pack_check(rq, rq->arena, e->owed + 1, &len);
+	payload = pack_check(rq, rq->arena, e->owed + cost, &len);
 	gw_req_meta(rq, &meta);
 	e->refreshing = true;
+	e->owed = 0;
 	gw_upstream_call(rl->loop, R.up, &meta, "ratelimiter.RateLimiter/Check",
-	                 payload, len, R.timeout_ms, refresh_done, rf, 0);
+	                 payload, len, R.timeout_ms * BACKGROUND_TIMEOUT_FACTOR,
+	                 refresh_done, rf, 0);
 }
 
 /* ---- the check ---- */
@@ -605,15 +696,19 @@ check_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
 		                 "rate limit store unavailable");
 		return;
 	}
-	if (resp->matched)
-		set_headers(rq, resp->rule, resp->limit, resp->remaining,
-		            resp->reset_s, resp->window_s,
-		            resp->allowed ? 0 : resp->retry_after_s);
 	e = rr->klen > 0 && rl->rules != NULL
 	        ? slot_of(rl, rr->h, rr->key, rr->klen)
 	        : NULL;
 	if (e != NULL && !slot_holds(e, rr->h, rr->key, rr->klen))
 		slot_claim(e, rr->h, rr->key, rr->klen);
+	if (resp->matched && e != NULL)
+		scope_headers(rq, e, resp->rule, resp->limit, resp->remaining,
+		              resp->reset_s, resp->window_s,
+		              resp->allowed ? 0 : resp->retry_after_s, now);
+	else if (resp->matched)
+		set_headers(rq, resp->rule, resp->limit, resp->remaining,
+		            resp->reset_s, resp->window_s,
+		            resp->allowed ? 0 : resp->retry_after_s);
 	if (!resp->allowed) {
 		cm_counter_add(R.limited, 1);
 		if (e != NULL)
@@ -628,7 +723,12 @@ check_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
 	gw_filter_continue(rq);
 }
 
-/* Admits rq locally from e, with e's headers. */
+/*
+ * Admits rq locally from e's budget, with the ratelimiter's last figures
+ * for the scope (it counts what was admitted here when it is next asked).
+ * A background check renews the budget once a quarter of it is left or
+ * its time is over, so a scope far from its limits never waits.
+ */
 static void
 admit_local(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
             int64_t now)
@@ -636,9 +736,41 @@ admit_local(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
 	e->budget--;
 	e->owed++;
 	if (e->limit > 0)
-		set_headers(rq, e->rule, e->limit, e->remaining - e->owed,
-		            (e->reset_at - now + 999) / 1000, e->window_s, 0);
+		scope_headers(rq, e, e->rule, e->limit, e->remaining,
+		              (e->reset_at - now + 999) / 1000, e->window_s, 0,
+		              now);
 	rl->n_local++;
+	if (!e->refreshing && now >= e->next_refresh &&
+	    (now >= e->expires || e->budget * 4 <= e->granted))
+		refresh_start(rq, rl, e, 0);
+}
+
+/*
+ * The first request of a generous scope this loop does not know: in at
+ * once, with the headers a fresh counter gives, and the scope checked in
+ * the background (paying for it).  Requests of the scope arriving while
+ * that check is out are admitted the same way and paid with the next one.
+ */
+static void
+admit_unknown(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr,
+              struct rl_entry *e, int64_t now)
+{
+	bool fresh = !slot_holds(e, rr->h, rr->key, rr->klen);
+
+	if (fresh) {
+		slot_claim(e, rr->h, rr->key, rr->klen);
+		snprintf(e->rule, sizeof(e->rule), "%s", rr->g_rule);
+		e->limit = rr->g_limit;
+		e->remaining = rr->g_remaining;
+		e->window_s = rr->g_window_s;
+		e->reset_at = now + rr->g_reset_s * 1000;
+	}
+	e->owed++;
+	scope_headers(rq, e, e->rule, e->limit, e->remaining,
+	              (e->reset_at - now + 999) / 1000, e->window_s, 0, now);
+	rl->n_local++;
+	if (fresh)
+		refresh_start(rq, rl, e, 0);
 }
 
 static enum gw_filter_verdict
@@ -646,7 +778,7 @@ rl_on_request(struct gw_req *rq, void *fs)
 {
 	struct rl_req *rr = fs;
 	struct rl_loop *rl = gw_filter_loop(rq->loop, &ratelimit_filter);
-	struct rl_entry *e = NULL;
+	struct rl_entry *e = NULL, *slot = NULL;
 	int64_t now, cost = 1;
 	uint8_t *payload;
 	size_t len;
@@ -659,31 +791,28 @@ rl_on_request(struct gw_req *rq, void *fs)
 			return (GW_FILTER_GO);
 		}
 		if (rr->klen > 0) {
-			e = slot_of(rl, rr->h, rr->key, rr->klen);
-			if (!slot_holds(e, rr->h, rr->key, rr->klen))
-				e = NULL;
+			slot = slot_of(rl, rr->h, rr->key, rr->klen);
+			if (slot_holds(slot, rr->h, rr->key, rr->klen))
+				e = slot;
 		}
 	}
 	if (e != NULL && now < e->denied_until) {
 		int64_t retry_s = (e->denied_until - now + 999) / 1000;
 
-		set_headers(rq, e->rule, e->limit, 0,
-		            (e->reset_at - now + 999) / 1000, e->window_s,
-		            retry_s);
+		scope_headers(rq, e, e->rule, e->limit, 0,
+		              (e->reset_at - now + 999) / 1000, e->window_s,
+		              retry_s, now);
 		rl->n_local_denied++;
 		respond_limited(rq, e->rule, retry_s);
 		return (GW_FILTER_DONE);
 	}
 	if (e != NULL && e->budget > 0) {
-		if (now < e->expires || e->refreshing) {
-			admit_local(rq, rl, e, now);
-			return (GW_FILTER_GO);
-		}
-		/* Expired with budget left: admit, and refresh in the
-		 * background, paying what was admitted meanwhile. */
-		refresh_start(rq, rl, e);
 		admit_local(rq, rl, e, now);
-		e->owed = 0;
+		return (GW_FILTER_GO);
+	}
+	if (slot != NULL && rr->generous &&
+	    (e == NULL || (e->refreshing && e->denied_until == 0))) {
+		admit_unknown(rq, rl, rr, slot, now);
 		return (GW_FILTER_GO);
 	}
 	if (e != NULL) {
