@@ -13,7 +13,7 @@
  * asks the longest wait; when allowed, the rule with the fewest remaining.
  * It also grants the caller a local budget: when every rule has plenty
  * left (at least 64), the caller may admit remaining/16 identical requests
- * without asking, for at most a second, and pays for them with the cost of
+ * without asking, for at most 10 s, and pays for them with the cost of
  * its next check.  (Remaining never shrinks but by hits, whatever the
  * algorithm, so the budget stays safe for its second; the second bounds
  * how stale the caller's headers and its view of reloaded rules get.)  With
@@ -33,7 +33,14 @@
 
 #define BUDGET_MIN_REMAINING 64
 #define BUDGET_DIVISOR       16
-#define BUDGET_TTL_MS        1000
+/*
+ * How long a gateway may spend a budget before it asks again.  The
+ * budget is a count (remaining / BUDGET_DIVISOR), so the overshoot it
+ * allows does not grow with this; a longer time only lets a scope that
+ * is far from its limits be asked about less often (gateways renew a
+ * budget early, when a quarter of it is left).
+ */
+#define BUDGET_TTL_MS 10000
 #define NO_RULES_BUDGET      (1LL << 30)
 
 static struct {

@@ -27,16 +27,18 @@
  * is), counted in gateway_ratelimit_failures_total.
  *
  * The local budget.  When the ratelimiter sees a request far from every
- * limit it grants a budget (remaining/16, for at most a second or until
- * the earliest reset): this loop admits that many requests of the same
- * scope itself and adds them to the cost of its next check for that
- * scope.  When the entry's time is over and budget is left, the request
- * is still admitted and the check that renews the entry (paying what was
- * admitted) runs in the background ("stale while revalidate"), so a
- * request far from its limits never waits for the ratelimiter.  Near a
- * limit the budget is 0 and every request is asked about, so small limits
- * stay exact; far from it the overshoot is bounded by the budgets in
- * flight.
+ * limit it grants a budget (remaining/16, for at most 10 s): this loop
+ * admits that many requests of the same scope itself and adds them to the
+ * cost of its next check for that scope.  That check runs in the
+ * background once a quarter of the budget is left or its time is over
+ * (the request that triggers it is admitted: "stale while revalidate"),
+ * so a request far from its limits never waits for the ratelimiter.  The
+ * first request of a scope the loop does not know waits for a check,
+ * unless every rule of the scope allows GENEROUS_MIN at once and fails
+ * open: then it is admitted with the headers of a fresh counter and
+ * checked in the background.  Near a limit the budget is 0 and every
+ * request is asked about, so small limits stay exact; far from it the
+ * overshoot is bounded by the budgets in flight.
  *
  * Denials, locally.  A refusal is remembered for its scope until the
  * ratelimiter's retry_ms (millisecond precision, not the rounded
@@ -48,6 +50,7 @@
  * The table is per loop (no locks): a 4-way set-associative array of
  * RL_SLOTS entries, kept until the rules change.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,8 +80,6 @@ struct rl_entry {
 	int64_t granted;      /* the budget last granted */
 	int64_t owed;         /* admitted locally, not yet reported */
 	int64_t limit, remaining, reset_at, window_s;
-	/* what the headers last said: never more within its reset */
-	int64_t shown, shown_until;
 	int64_t next_refresh; /* after a failed one (loop ms) */
 	bool refreshing;      /* a background check is in flight */
 	bool fail_closed;
@@ -117,13 +118,25 @@ struct rl_req {
 	struct rl_loop *rl;
 };
 
+/* The headers shown per scope, for all loops (shown_floor). */
+#define SHOWN_SLOTS 16384
+#define SHOWN_LOCKS 64
+
+static struct {
+	pthread_mutex_t mu[SHOWN_LOCKS];
+	struct shown {
+		uint64_t h;
+		int64_t remaining, until; /* loop ms (one clock for all) */
+	} v[SHOWN_SLOTS];
+} S;
+
 static struct {
 	bool enabled;
 	int64_t timeout_ms;
 	int64_t poll_ms;
 	struct gw_upstream *up;
 	cm_counter *allowed, *limited, *local, *local_denied, *no_match,
-	    *fail_open, *fail_closed, *unavailable;
+	    *refresh, *fail_open, *fail_closed, *unavailable;
 } R;
 
 static enum gw_filter_verdict rl_on_request(struct gw_req *rq, void *fs);
@@ -168,11 +181,14 @@ gw_ratelimit_register(void)
 	         (long long) R.timeout_ms);
 	if (!R.enabled)
 		return;
+	for (size_t i = 0; i < SHOWN_LOCKS; i++)
+		pthread_mutex_init(&S.mu[i], NULL);
 	R.allowed = check_counter("allowed");
 	R.limited = check_counter("limited");
 	R.local = check_counter("local");
 	R.local_denied = check_counter("local_denied");
 	R.no_match = check_counter("no_match");
+	R.refresh = check_counter("background");
 	R.unavailable = check_counter("unavailable");
 	R.fail_open = cm_counter_get(
 	    "gateway_ratelimit_failures_total", "policy=\"open\"",
@@ -483,12 +499,38 @@ set_headers(struct gw_req *rq, const char *rule, int64_t limit,
 }
 
 /*
- * set_headers for a request of e's scope: Remaining never more than what
- * this loop showed for the scope before, until that answer's reset has
- * passed (a continuous algorithm refills, and a refresh may bring a
- * higher figure; a client must not see its quota grow within the window
- * it was told).
+ * What the headers last said for a scope, shared by the loops (a client's
+ * connections land on any of them): Remaining is never shown higher than
+ * before until that answer's reset has passed.  A continuous algorithm
+ * refills, a refresh may bring a higher figure, and two loops see the
+ * ratelimiter at different moments; a client must not see its quota grow
+ * within the window it was told.  A slot per scope hash, under one of a
+ * few striped locks (taken once per response that carries the headers);
+ * colliding scopes only lose each other's floor.
  */
+
+static int64_t
+shown_floor(uint64_t h, int64_t remaining, int64_t reset_s, int64_t now)
+{
+	size_t i = (size_t) (h % SHOWN_SLOTS);
+	pthread_mutex_t *mu = &S.mu[i % SHOWN_LOCKS];
+	struct shown *sh = &S.v[i];
+
+	pthread_mutex_lock(mu);
+	if (sh->h == h && now < sh->until && remaining > sh->remaining)
+		remaining = sh->remaining;
+	if (sh->h != h || now >= sh->until) {
+		sh->h = h;
+		sh->until = now;
+	}
+	sh->remaining = remaining;
+	if (now + reset_s * 1000 > sh->until)
+		sh->until = now + reset_s * 1000;
+	pthread_mutex_unlock(mu);
+	return (remaining);
+}
+
+/* set_headers for a request of e's scope (see shown_floor). */
 static void
 scope_headers(struct gw_req *rq, struct rl_entry *e, const char *rule,
               int64_t limit, int64_t remaining, int64_t reset_s,
@@ -496,11 +538,9 @@ scope_headers(struct gw_req *rq, struct rl_entry *e, const char *rule,
 {
 	if (remaining < 0)
 		remaining = 0;
-	if (now < e->shown_until && remaining > e->shown)
-		remaining = e->shown;
-	e->shown = remaining;
-	if (now + reset_s * 1000 > e->shown_until)
-		e->shown_until = now + reset_s * 1000;
+	if (reset_s < 0)
+		reset_s = 0;
+	remaining = shown_floor(e->h, remaining, reset_s, now);
 	set_headers(rq, rule, limit, remaining, reset_s, window_s, retry_s);
 }
 
@@ -655,6 +695,7 @@ refresh_start(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
 
 	if (rf == NULL)
 		fatalx("gateway: out of memory");
+	cm_counter_add(R.refresh, 1);
 	rf->rl = rl;
 	rf->h = e->h;
 	rf->klen = e->klen;
