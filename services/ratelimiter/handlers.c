@@ -40,8 +40,8 @@
  * is far from its limits be asked about less often (gateways renew a
  * budget early, when a quarter of it is left).
  */
-#define BUDGET_TTL_MS 10000
-#define NO_RULES_BUDGET      (1LL << 30)
+#define BUDGET_TTL_MS   10000
+#define NO_RULES_BUDGET (1LL << 30)
 
 static struct {
 	cm_counter *allowed, *denied, *unavailable, *shadow_denied;
