@@ -97,6 +97,11 @@ config_load(void)
 	    cm_env_int("GATEWAY_REQUEST_TIMEOUT_MS", 10000, 100, 3600000);
 	gw_net_cfg.drain_timeout_ms =
 	    cm_env_int("GATEWAY_DRAIN_TIMEOUT_MS", 30000, 0, 3600000);
+	gw_net_cfg.max_conns =
+	    (size_t) cm_env_int("GATEWAY_MAX_CONNS", 16384, 1, 1 << 20);
+	gw_net_cfg.max_conns_per_addr =
+	    (size_t) cm_env_int("GATEWAY_MAX_CONNS_PER_ADDR", 1024, 1, 1 << 20);
+	gw_net_cfg.exempt = &gw_core_cfg.trust;
 
 	gw_core_cfg.rpc_timeout_ms =
 	    cm_env_int("GATEWAY_RPC_TIMEOUT_MS", 3000, 10, 600000);
@@ -286,6 +291,10 @@ static const cm_cli cli = {
         "  GATEWAY_THREADS            event loops (number of CPUs)\n"
         "  GATEWAY_MAX_HEADER_BYTES   request line + headers (16384)\n"
         "  GATEWAY_MAX_HEADERS        header lines per request (100)\n"
+        "  GATEWAY_MAX_CONNS          open connections (16384)\n"
+        "  GATEWAY_MAX_CONNS_PER_ADDR  per client address; trusted "
+        "proxies\n"
+        "                             have none (1024)\n"
         "  GATEWAY_MAX_BODY_BYTES     request body (1048576)\n"
         "  GATEWAY_IDLE_TIMEOUT_MS    keep-alive idle timeout (60000)\n"
         "  GATEWAY_REQUEST_TIMEOUT_MS time to receive a request (10000)\n"

@@ -466,6 +466,185 @@ test_piecewise_head_and_chunked(void **state)
 	}
 }
 
+/* ---- what the edge refuses ---- */
+
+/* Sends req on a new connection; the answer until the peer closes. */
+static char *
+exchange(const char *req, size_t len)
+{
+	char *out;
+	size_t n;
+
+	out = h_raw(T.port, req, len, 3000, &n);
+	return (out);
+}
+
+static void
+test_versions_and_framing(void **state)
+{
+	static const struct {
+		const char *req, *want;
+	} cases[] = {
+	    {"GET /_test/headers HTTP/9.9\r\nHost: x\r\n\r\n", "HTTP/1.1 505 "},
+	    {"GET /_test/headers HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/1.1 505 "},
+	    {"GET /_test/headers\r\n\r\n", "HTTP/1.1 400 "},
+	    /* Bare LF: in the request line, in a header, at the end. */
+	    {"GET /_test/headers HTTP/1.1\nHost: x\r\n\r\n", "HTTP/1.1 400 "},
+	    {"GET /_test/headers HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+	     "HTTP/1.1 400 "},
+	    {"GET /_test/headers HTTP/1.1\r\nHost: x\r\n\n", "HTTP/1.1 400 "},
+	    /* Chunked bodies, malformed framing or not: 411. */
+	    {"POST /_test/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+	     "chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",
+	     "HTTP/1.1 411 "},
+	    {"POST /_test/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+	     "chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+	     "HTTP/1.1 411 "},
+	    /* What is fine stays fine. */
+	    {"GET /_test/headers HTTP/1.0\r\nHost: x\r\n\r\n", "HTTP/1.1 200 "},
+	    {"POST /_test/sink?delay_ms=0 HTTP/1.1\r\nHost: x\r\n"
+	     "Content-Length: 3\r\nConnection: close\r\n\r\nab\n",
+	     "{\"bytes\":3,"},
+	};
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *out = exchange(cases[i].req, strlen(cases[i].req));
+
+		if (strstr(out, cases[i].want) == NULL)
+			fail_msg("case %zu: want \"%s\", got:\n%s", i,
+			         cases[i].want, out);
+		/* One answer, and the connection closed after a refusal. */
+		if (strncmp(cases[i].want, "HTTP/1.1 4", 10) == 0 ||
+		    strncmp(cases[i].want, "HTTP/1.1 5", 10) == 0) {
+			assert_non_null(strstr(out, "Connection: close"));
+			assert_null(strstr(strstr(out, cases[i].want) + 1,
+			                   "HTTP/1.1 "));
+		}
+		free(out);
+	}
+}
+
+/* 300 sockets that only send a head promising 1 MiB hold no megabytes. */
+static void
+test_heads_promising_bodies(void **state)
+{
+	static const char head[] = "POST /api/v1/urls HTTP/1.1\r\nHost: x\r\n"
+	                           "Content-Type: application/json\r\n"
+	                           "Content-Length: 1048576\r\n\r\n{";
+	int fds[300];
+	long rss0 = gw_rss_kb(), rss;
+
+	(void) state;
+	for (int i = 0; i < 300; i++) {
+		fds[i] = tcp_connect();
+		send_all(fds[i], head, sizeof(head) - 1);
+	}
+	h_msleep(500);
+	rss = gw_rss_kb();
+	for (int i = 0; i < 300; i++)
+		close(fds[i]);
+	fprintf(stderr, "300 heads of 1 MiB bodies: RSS %ld -> %ld KiB\n", rss0,
+	        rss);
+	assert_true(rss - rss0 < 32 * 1024);
+}
+
+/* Caps per client address and per process: a 503 and a close. */
+static int
+tcp_connect_from(const char *src, int port)
+{
+	struct sockaddr_in sa = {0}, from = {0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	from.sin_family = AF_INET;
+	inet_pton(AF_INET, src, &from.sin_addr);
+	assert_int_equal(bind(fd, (struct sockaddr *) &from, sizeof(from)), 0);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t) port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+	return (fd);
+}
+
+/* A request on fd: its status line's code, 0 if none came. */
+static int
+ask(int fd)
+{
+	static const char req[] =
+	    "GET /_test/headers HTTP/1.1\r\nHost: x\r\n\r\n";
+	char buf[4096];
+
+	if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0)
+		return (0);
+	recv_until(fd, buf, sizeof(buf), "\r\n\r\n", 3000);
+	return (strncmp(buf, "HTTP/1.1 ", 9) == 0 ? atoi(buf + 9) : 0);
+}
+
+static void
+test_connection_caps(void **state)
+{
+	h_proc gw = {0};
+	int port = h_free_port(), fds[8], n = 0, fd, code;
+	char buf[4096];
+
+	(void) state;
+	gw.name = "gateway-caps";
+	gw.bin = T.gw_bin;
+	h_proc_env(&gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
+	h_proc_env(&gw, "GATEWAY_THREADS", "2");
+	h_proc_env(&gw, "GATEWAY_RATELIMIT", "0");
+	h_proc_env(&gw, "GATEWAY_CACHE_BYTES", "0");
+	h_proc_env(&gw, "GATEWAY_MAX_CONNS", "6");
+	h_proc_env(&gw, "GATEWAY_MAX_CONNS_PER_ADDR", "3");
+	h_proc_env(&gw, "TRUSTED_PROXIES", "127.0.0.9");
+	h_proc_env(&gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d", h_free_port());
+	h_proc_start(&gw);
+	snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/_test/headers", port);
+	for (int i = 0; i < 100; i++) {
+		h_resp r;
+
+		h_http(&r, "GET", buf, NULL, NULL, 0);
+		code = (int) r.status;
+		h_resp_free(&r);
+		if (code == 200)
+			break;
+		h_msleep(50);
+	}
+	assert_int_equal(code, 200);
+	h_msleep(100); /* the probes' connections are closed */
+	/* Three from one address are served, the fourth refused. */
+	for (int i = 0; i < 3; i++) {
+		fds[n] = tcp_connect_from("127.0.0.2", port);
+		assert_int_equal(ask(fds[n]), 200);
+		n++;
+	}
+	fd = tcp_connect_from("127.0.0.2", port);
+	recv_until(fd, buf, sizeof(buf), "}}", 3000);
+	assert_non_null(strstr(buf, "HTTP/1.1 503 "));
+	assert_non_null(strstr(buf, "Connection: close"));
+	assert_int_equal(recv(fd, buf, sizeof(buf), 0), 0); /* closed */
+	close(fd);
+	/* A trusted proxy has no per-address cap, but the process has. */
+	for (int i = 0; i < 3; i++) {
+		fds[n] = tcp_connect_from("127.0.0.9", port);
+		assert_int_equal(ask(fds[n]), 200);
+		n++;
+	}
+	fd = tcp_connect_from("127.0.0.3", port);
+	assert_int_equal(ask(fd), 503);
+	close(fd);
+	/* Freed slots are free again. */
+	close(fds[0]);
+	h_msleep(100);
+	fd = tcp_connect_from("127.0.0.2", port);
+	assert_int_equal(ask(fd), 200);
+	close(fd);
+	for (int i = 1; i < n; i++)
+		close(fds[i]);
+	assert_int_equal(h_proc_stop(&gw, 10000), 0);
+	h_proc_free(&gw);
+}
+
 int
 main(void)
 {
@@ -476,6 +655,9 @@ main(void)
 	    cmocka_unit_test(test_streamed_body_bounded_memory),
 	    cmocka_unit_test(test_piecewise_head_and_chunked),
 	    cmocka_unit_test(test_piecewise_response_bounded_memory),
+	    cmocka_unit_test(test_versions_and_framing),
+	    cmocka_unit_test(test_heads_promising_bodies),
+	    cmocka_unit_test(test_connection_caps),
 	};
 
 	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));

@@ -969,7 +969,7 @@ static void
 test_redis_down(void **state)
 {
 	h_resp r;
-	int i, ok;
+	int i, n, ok;
 	int64_t t0;
 
 	(void) state;
@@ -988,21 +988,26 @@ test_redis_down(void **state)
 	}
 	h_redis_start(&T.redis);
 	/*
-	 * Redis back: each ratelimiter reconnects on its own breaker's
-	 * schedule, and until both have, one may still decide from its
-	 * in-process fallback.  Once limits are exact again they stay so.
+	 * Redis back: every worker of each ratelimiter reconnects on its own
+	 * breaker's schedule, and until all have, one may still decide from
+	 * the in-process fallback.  Wait for five exact answers in a row;
+	 * then limits are exact and stay so.
 	 */
 	ok = -1;
-	for (i = 0; i < 100; i++) {
+	for (i = 0, n = 0; i < 200 && n < 5; i++) {
 		char ip[32];
 
 		snprintf(ip, sizeof(ip), "10.12.1.%d", i + 1);
 		if (get(T.a_url, "/fc-b", ip, NULL, NULL) == 404 &&
-		    (ok = count_ok("/back-", ip, NULL, 4)) == 2)
-			break;
+		    (ok = count_ok("/back-", ip, NULL, 4)) == 2) {
+			n++;
+			continue;
+		}
+		n = 0;
 		h_msleep(100);
 	}
 	assert_int_equal(ok, 2);
+	assert_int_equal(n, 5);
 	for (i = 0; i < 3; i++) {
 		char ip[32];
 

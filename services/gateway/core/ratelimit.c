@@ -64,14 +64,20 @@
 
 #include "internal.h"
 
-#define RL_SLOTS  16384
+#define RL_SETS   8192 /* of RL_WAYS entries, for the whole process */
 #define RL_WAYS   4
+#define RL_LOCKS  256
 #define RL_KEYMAX 256
 /* A scope whose every rule allows this many at once is "generous". */
 #define GENEROUS_MIN 64
 /* Background checks wait for no request: they may take longer. */
 #define BACKGROUND_TIMEOUT_FACTOR 10
 
+/*
+ * A scope's state, shared by the loops: a client's connections land on
+ * any of them, and one budget per scope per gateway (not per loop) halves
+ * both the overshoot and the checks.  Guarded by its set's lock.
+ */
 struct rl_entry {
 	uint64_t h;
 	int64_t expires;      /* budget valid until (loop ms); 0: none */
@@ -80,23 +86,28 @@ struct rl_entry {
 	int64_t granted;      /* the budget last granted */
 	int64_t owed;         /* admitted locally, not yet reported */
 	int64_t limit, remaining, reset_at, window_s;
+	/* what the headers last said: never more within its reset */
+	int64_t shown, shown_until;
 	int64_t next_refresh; /* after a failed one (loop ms) */
 	bool refreshing;      /* a background check is in flight */
-	bool fail_closed;
 	char rule[48];
 	uint16_t klen;
 	char key[RL_KEYMAX];
 };
 
-/* A loop's state. */
+static struct {
+	pthread_mutex_t mu[RL_LOCKS];
+	struct rl_entry v[RL_SETS * RL_WAYS];
+} E;
+
+/* A loop's state: its copy of the rules and its hot counts. */
 struct rl_loop {
 	struct gw_loop *loop;
-	struct rl_entry *v; /* RL_SLOTS + RL_WAYS */
 	struct cm_rl_rules *rules;
 	uint64_t version; /* of rules */
 	bool polling;
 	int64_t next_poll; /* loop ms */
-	/* the hot counts, added to the shared counters on the tick */
+	/* added to the shared counters on the tick */
 	uint64_t n_no_match, n_local, n_local_denied;
 };
 
@@ -104,8 +115,8 @@ struct rl_loop {
 struct rl_req {
 	uint64_t h;
 	size_t klen;
-	char key[RL_KEYMAX];
-	bool fail_closed; /* a matched rule is (rules known) */
+	char key[RL_KEYMAX]; /* rules version, tier, rule keys */
+	bool fail_closed;    /* a matched rule is (rules known) */
 	/*
 	 * Every rule that applies allows at least GENEROUS_MIN at once and
 	 * fails open: the first request of an unknown scope is admitted
@@ -117,18 +128,6 @@ struct rl_req {
 	int64_t g_limit, g_remaining, g_window_s, g_reset_s;
 	struct rl_loop *rl;
 };
-
-/* The headers shown per scope, for all loops (shown_floor). */
-#define SHOWN_SLOTS 16384
-#define SHOWN_LOCKS 64
-
-static struct {
-	pthread_mutex_t mu[SHOWN_LOCKS];
-	struct shown {
-		uint64_t h;
-		int64_t remaining, until; /* loop ms (one clock for all) */
-	} v[SHOWN_SLOTS];
-} S;
 
 static struct {
 	bool enabled;
@@ -181,8 +180,8 @@ gw_ratelimit_register(void)
 	         (long long) R.timeout_ms);
 	if (!R.enabled)
 		return;
-	for (size_t i = 0; i < SHOWN_LOCKS; i++)
-		pthread_mutex_init(&S.mu[i], NULL);
+	for (size_t i = 0; i < RL_LOCKS; i++)
+		pthread_mutex_init(&E.mu[i], NULL);
 	R.allowed = check_counter("allowed");
 	R.limited = check_counter("limited");
 	R.local = check_counter("local");
@@ -238,7 +237,6 @@ rules_reply(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 			cm_rl_rules_free(rl->rules);
 			rl->rules = rs;
 			rl->version = resp->version;
-			memset(rl->v, 0, (RL_SLOTS + RL_WAYS) * sizeof(*rl->v));
 		}
 	}
 	ratelimiter__rules_response__free_unpacked(resp, NULL);
@@ -271,8 +269,6 @@ rl_loop_init(struct gw_loop *l, void *ls)
 	struct rl_loop *rl = ls;
 
 	rl->loop = l;
-	if ((rl->v = calloc(RL_SLOTS + RL_WAYS, sizeof(*rl->v))) == NULL)
-		fatalx("gateway: out of memory");
 	rules_poll(rl);
 }
 
@@ -304,7 +300,6 @@ rl_loop_fini(struct gw_loop *l, void *ls)
 	(void) l;
 	counts_flush(rl);
 	cm_rl_rules_free(rl->rules);
-	free(rl->v);
 }
 
 /* A reply names the rules in force; another version: fetch them now. */
@@ -317,38 +312,48 @@ rules_seen(struct rl_loop *rl, uint64_t version)
 
 /* ---- the table ---- */
 
-/*
- * The entry for key (hash h): the one holding key among the RL_WAYS
- * slots from h, else (to be filled) an empty one, else the one whose
- * state ends first.  A set-associative table: a few colliding keys do
- * not evict each other on every request.
- */
-static struct rl_entry *
-slot_of(struct rl_loop *rl, uint64_t h, const char *key, size_t klen)
+/* The lock of the set a scope hash falls in. */
+static pthread_mutex_t *
+set_lock(uint64_t h)
 {
-	struct rl_entry *e, *victim = NULL;
-
-	for (size_t i = 0; i < RL_WAYS; i++) {
-		e = &rl->v[(h & (RL_SLOTS - 1)) + i];
-		if (e->h == h && e->klen == klen &&
-		    memcmp(e->key, key, klen) == 0)
-			return (e);
-		if (victim == NULL || (victim->klen != 0 && e->klen == 0) ||
-		    (e->klen != 0 && victim->klen != 0 && !e->refreshing &&
-		     (e->expires > e->denied_until ? e->expires
-		                                   : e->denied_until) <
-		         (victim->expires > victim->denied_until
-		              ? victim->expires
-		              : victim->denied_until)))
-			victim = e;
-	}
-	return (victim);
+	return (&E.mu[(h % RL_SETS) % RL_LOCKS]);
 }
 
 static bool
 slot_holds(const struct rl_entry *e, uint64_t h, const char *key, size_t klen)
 {
 	return (e->h == h && e->klen == klen && memcmp(e->key, key, klen) == 0);
+}
+
+static int64_t
+entry_ends(const struct rl_entry *e)
+{
+	int64_t t = e->expires > e->denied_until ? e->expires : e->denied_until;
+
+	return (t > e->shown_until ? t : e->shown_until);
+}
+
+/*
+ * The entry for key (hash h), its set's lock held: the one holding key,
+ * else (to be filled) an empty one, else the one whose state ends first
+ * and that no check is renewing.
+ */
+static struct rl_entry *
+slot_of(uint64_t h, const char *key, size_t klen)
+{
+	struct rl_entry *set = &E.v[(h % RL_SETS) * RL_WAYS], *victim = NULL;
+
+	for (size_t i = 0; i < RL_WAYS; i++) {
+		struct rl_entry *e = &set[i];
+
+		if (slot_holds(e, h, key, klen))
+			return (e);
+		if (victim == NULL || (victim->klen != 0 && e->klen == 0) ||
+		    (e->klen != 0 && victim->klen != 0 && !e->refreshing &&
+		     entry_ends(e) < entry_ends(victim)))
+			victim = e;
+	}
+	return (victim);
 }
 
 /* Takes e over for the scope key. */
@@ -442,7 +447,9 @@ scope_of(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr)
 	rr->klen = 0;
 	if (n == 0)
 		return (0);
-	w = snprintf(rr->key, sizeof(rr->key), "%s",
+	/* The rules version first: a reload starts every scope afresh. */
+	w = snprintf(rr->key, sizeof(rr->key), "%llx\x1f%s",
+	             (unsigned long long) rl->version,
 	             cr->id.tier != NULL ? cr->id.tier : "");
 	len = w < 0 || (size_t) w >= sizeof(rr->key) ? sizeof(rr->key)
 	                                             : (size_t) w;
@@ -499,38 +506,12 @@ set_headers(struct gw_req *rq, const char *rule, int64_t limit,
 }
 
 /*
- * What the headers last said for a scope, shared by the loops (a client's
- * connections land on any of them): Remaining is never shown higher than
- * before until that answer's reset has passed.  A continuous algorithm
- * refills, a refresh may bring a higher figure, and two loops see the
- * ratelimiter at different moments; a client must not see its quota grow
- * within the window it was told.  A slot per scope hash, under one of a
- * few striped locks (taken once per response that carries the headers);
- * colliding scopes only lose each other's floor.
+ * set_headers for a request of e's scope, its lock held: Remaining is
+ * never shown higher than before for the scope until that answer's reset
+ * has passed.  A continuous algorithm refills, a refresh may bring a
+ * higher figure; a client must not see its quota grow within the window
+ * it was told.
  */
-
-static int64_t
-shown_floor(uint64_t h, int64_t remaining, int64_t reset_s, int64_t now)
-{
-	size_t i = (size_t) (h % SHOWN_SLOTS);
-	pthread_mutex_t *mu = &S.mu[i % SHOWN_LOCKS];
-	struct shown *sh = &S.v[i];
-
-	pthread_mutex_lock(mu);
-	if (sh->h == h && now < sh->until && remaining > sh->remaining)
-		remaining = sh->remaining;
-	if (sh->h != h || now >= sh->until) {
-		sh->h = h;
-		sh->until = now;
-	}
-	sh->remaining = remaining;
-	if (now + reset_s * 1000 > sh->until)
-		sh->until = now + reset_s * 1000;
-	pthread_mutex_unlock(mu);
-	return (remaining);
-}
-
-/* set_headers for a request of e's scope (see shown_floor). */
 static void
 scope_headers(struct gw_req *rq, struct rl_entry *e, const char *rule,
               int64_t limit, int64_t remaining, int64_t reset_s,
@@ -540,7 +521,11 @@ scope_headers(struct gw_req *rq, struct rl_entry *e, const char *rule,
 		remaining = 0;
 	if (reset_s < 0)
 		reset_s = 0;
-	remaining = shown_floor(e->h, remaining, reset_s, now);
+	if (now < e->shown_until && remaining > e->shown)
+		remaining = e->shown;
+	e->shown = remaining;
+	if (now + reset_s * 1000 > e->shown_until)
+		e->shown_until = now + reset_s * 1000;
 	set_headers(rq, rule, limit, remaining, reset_s, window_s, retry_s);
 }
 
@@ -634,6 +619,9 @@ struct refresh {
 	uint64_t h;
 	size_t klen;
 	char key[RL_KEYMAX];
+	uint8_t *payload;
+	size_t len;
+	cm_rpc_meta meta;
 };
 
 /*
@@ -647,7 +635,8 @@ refresh_done(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 {
 	struct refresh *rf = arg;
 	struct rl_loop *rl = rf->rl;
-	struct rl_entry *e = slot_of(rl, rf->h, rf->key, rf->klen);
+	pthread_mutex_t *mu = set_lock(rf->h);
+	struct rl_entry *e;
 	int64_t now = gw_loop_now(l);
 	Ratelimiter__CheckResponse *resp = NULL;
 
@@ -657,12 +646,13 @@ refresh_done(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 		                                           r->payload);
 	if (resp != NULL && l->state != GW_LOOP_CLOSING)
 		rules_seen(rl, resp->rules_version);
+	pthread_mutex_lock(mu);
+	e = slot_of(rf->h, rf->key, rf->klen);
 	if (slot_holds(e, rf->h, rf->key, rf->klen)) {
+		e->refreshing = false;
 		if (resp == NULL) {
-			e->refreshing = false;
 			e->next_refresh = now + 100;
 		} else if (resp->unavailable) {
-			e->refreshing = false;
 			e->expires = 0;
 			e->budget = 0;
 		} else if (!resp->allowed) {
@@ -672,41 +662,54 @@ refresh_done(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 		} else {
 			e->expires = 0;
 			e->budget = 0;
-			e->refreshing = false;
 		}
 	}
+	pthread_mutex_unlock(mu);
 	if (resp != NULL)
 		ratelimiter__check_response__free_unpacked(resp, NULL);
+	free(rf->payload);
 	free(rf);
 }
 
 /*
- * A background check for e's scope, paying what was admitted locally
- * (owed) and cost more.
+ * Prepares a background check for e's scope, its lock held: it pays what
+ * was admitted locally (owed) and marks e as being renewed.  Sent with
+ * refresh_send once the lock is released.
  */
-static void
-refresh_start(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
-              int64_t cost)
+static struct refresh *
+refresh_prepare(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e)
 {
 	struct refresh *rf = calloc(1, sizeof(*rf));
-	cm_rpc_meta meta;
-	uint8_t *payload;
-	size_t len;
+	uint8_t *p;
 
 	if (rf == NULL)
 		fatalx("gateway: out of memory");
-	cm_counter_add(R.refresh, 1);
 	rf->rl = rl;
 	rf->h = e->h;
 	rf->klen = e->klen;
 	memcpy(rf->key, e->key, e->klen);
-	payload = pack_check(rq, rq->arena, e->owed + cost, &len);
-	gw_req_meta(rq, &meta);
+	p = pack_check(rq, rq->arena, e->owed, &rf->len);
+	if ((rf->payload = malloc(rf->len ? rf->len : 1)) == NULL)
+		fatalx("gateway: out of memory");
+	memcpy(rf->payload, p, rf->len);
 	e->refreshing = true;
 	e->owed = 0;
-	gw_upstream_call(rl->loop, R.up, &meta, "ratelimiter.RateLimiter/Check",
-	                 payload, len, R.timeout_ms * BACKGROUND_TIMEOUT_FACTOR,
-	                 refresh_done, rf, 0);
+	return (rf);
+}
+
+static void
+refresh_send(struct gw_req *rq, struct refresh *rf)
+{
+	cm_rpc_meta meta;
+
+	if (rf == NULL)
+		return;
+	cm_counter_add(R.refresh, 1);
+	gw_req_meta(rq, &meta);
+	gw_upstream_call(rf->rl->loop, R.up, &meta,
+	                 "ratelimiter.RateLimiter/Check", rf->payload, rf->len,
+	                 R.timeout_ms * BACKGROUND_TIMEOUT_FACTOR, refresh_done,
+	                 rf, 0);
 }
 
 /* ---- the check ---- */
@@ -719,7 +722,8 @@ check_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
 	struct rl_loop *rl = rr->rl;
 	Ratelimiter__CheckResponse *resp;
 	int64_t now = gw_loop_now(rq->loop);
-	struct rl_entry *e;
+	struct rl_entry *e = NULL;
+	pthread_mutex_t *mu = NULL;
 
 	(void) idx;
 	if (r->status != CM_OK ||
@@ -737,11 +741,13 @@ check_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
 		                 "rate limit store unavailable");
 		return;
 	}
-	e = rr->klen > 0 && rl->rules != NULL
-	        ? slot_of(rl, rr->h, rr->key, rr->klen)
-	        : NULL;
-	if (e != NULL && !slot_holds(e, rr->h, rr->key, rr->klen))
-		slot_claim(e, rr->h, rr->key, rr->klen);
+	if (rr->klen > 0 && rl->rules != NULL) {
+		mu = set_lock(rr->h);
+		pthread_mutex_lock(mu);
+		e = slot_of(rr->h, rr->key, rr->klen);
+		if (!slot_holds(e, rr->h, rr->key, rr->klen))
+			slot_claim(e, rr->h, rr->key, rr->klen);
+	}
 	if (resp->matched && e != NULL)
 		scope_headers(rq, e, resp->rule, resp->limit, resp->remaining,
 		              resp->reset_s, resp->window_s,
@@ -751,26 +757,31 @@ check_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
 		            resp->reset_s, resp->window_s,
 		            resp->allowed ? 0 : resp->retry_after_s);
 	if (!resp->allowed) {
-		cm_counter_add(R.limited, 1);
 		if (e != NULL)
 			entry_deny(e, resp, now);
+		if (mu != NULL)
+			pthread_mutex_unlock(mu);
+		cm_counter_add(R.limited, 1);
 		respond_limited(rq, resp->rule, resp->retry_after_s);
 		return;
 	}
-	cm_counter_add(R.allowed, 1);
 	if (e != NULL && !e->refreshing && resp->local_budget > 0 &&
 	    resp->local_ttl_ms > 0)
 		entry_fill(e, resp, now);
+	if (mu != NULL)
+		pthread_mutex_unlock(mu);
+	cm_counter_add(R.allowed, 1);
 	gw_filter_continue(rq);
 }
 
 /*
- * Admits rq locally from e's budget, with the ratelimiter's last figures
- * for the scope (it counts what was admitted here when it is next asked).
- * A background check renews the budget once a quarter of it is left or
- * its time is over, so a scope far from its limits never waits.
+ * Admits rq locally from e's budget (its lock held), with the
+ * ratelimiter's last figures for the scope (it counts what was admitted
+ * here when it is next asked).  Returns the background check to send
+ * once the lock is released, if a quarter of the budget is left or its
+ * time is over, so that a scope far from its limits never waits.
  */
-static void
+static struct refresh *
 admit_local(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
             int64_t now)
 {
@@ -783,16 +794,18 @@ admit_local(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
 	rl->n_local++;
 	if (!e->refreshing && now >= e->next_refresh &&
 	    (now >= e->expires || e->budget * 4 <= e->granted))
-		refresh_start(rq, rl, e, 0);
+		return (refresh_prepare(rq, rl, e));
+	return (NULL);
 }
 
 /*
- * The first request of a generous scope this loop does not know: in at
- * once, with the headers a fresh counter gives, and the scope checked in
- * the background (paying for it).  Requests of the scope arriving while
- * that check is out are admitted the same way and paid with the next one.
+ * The first request of a generous scope the gateway does not know (its
+ * lock held): in at once, with the headers a fresh counter gives, and the
+ * scope checked in the background (paying for it).  Requests of the scope
+ * arriving while that check is out are admitted the same way and paid
+ * with the next one.
  */
-static void
+static struct refresh *
 admit_unknown(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr,
               struct rl_entry *e, int64_t now)
 {
@@ -810,8 +823,49 @@ admit_unknown(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr,
 	scope_headers(rq, e, e->rule, e->limit, e->remaining,
 	              (e->reset_at - now + 999) / 1000, e->window_s, 0, now);
 	rl->n_local++;
-	if (fresh)
-		refresh_start(rq, rl, e, 0);
+	return (fresh ? refresh_prepare(rq, rl, e) : NULL);
+}
+
+/*
+ * What the table decides for rq (its lock held): answered 429, admitted
+ * (with *rf a check to send), or to be asked about (cost set).
+ */
+enum local_verdict { LOCAL_DENIED, LOCAL_ADMITTED, LOCAL_ASK };
+
+static enum local_verdict
+decide_local(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr,
+             int64_t now, struct refresh **rf, int64_t *cost, char *rule,
+             int64_t *retry_s)
+{
+	struct rl_entry *slot = slot_of(rr->h, rr->key, rr->klen);
+	struct rl_entry *e =
+	    slot_holds(slot, rr->h, rr->key, rr->klen) ? slot : NULL;
+
+	if (e != NULL && now < e->denied_until) {
+		*retry_s = (e->denied_until - now + 999) / 1000;
+		scope_headers(rq, e, e->rule, e->limit, 0,
+		              (e->reset_at - now + 999) / 1000, e->window_s,
+		              *retry_s, now);
+		snprintf(rule, 48, "%s", e->rule);
+		rl->n_local_denied++;
+		return (LOCAL_DENIED);
+	}
+	if (e != NULL && e->budget > 0) {
+		*rf = admit_local(rq, rl, e, now);
+		return (LOCAL_ADMITTED);
+	}
+	if (rr->generous &&
+	    (e == NULL || (e->refreshing && e->denied_until == 0))) {
+		*rf = admit_unknown(rq, rl, rr, slot, now);
+		return (LOCAL_ADMITTED);
+	}
+	if (e != NULL) {
+		/* Pay for what was admitted locally. */
+		*cost += e->owed;
+		e->owed = 0;
+		e->expires = 0;
+	}
+	return (LOCAL_ASK);
 }
 
 static enum gw_filter_verdict
@@ -819,7 +873,6 @@ rl_on_request(struct gw_req *rq, void *fs)
 {
 	struct rl_req *rr = fs;
 	struct rl_loop *rl = gw_filter_loop(rq->loop, &ratelimit_filter);
-	struct rl_entry *e = NULL, *slot = NULL;
 	int64_t now, cost = 1;
 	uint8_t *payload;
 	size_t len;
@@ -831,36 +884,24 @@ rl_on_request(struct gw_req *rq, void *fs)
 			rl->n_no_match++;
 			return (GW_FILTER_GO);
 		}
-		if (rr->klen > 0) {
-			slot = slot_of(rl, rr->h, rr->key, rr->klen);
-			if (slot_holds(slot, rr->h, rr->key, rr->klen))
-				e = slot;
-		}
 	}
-	if (e != NULL && now < e->denied_until) {
-		int64_t retry_s = (e->denied_until - now + 999) / 1000;
+	if (rl->rules != NULL && rr->klen > 0) {
+		pthread_mutex_t *mu = set_lock(rr->h);
+		struct refresh *rf = NULL;
+		enum local_verdict v;
+		char rule[48];
+		int64_t retry_s = 0;
 
-		scope_headers(rq, e, e->rule, e->limit, 0,
-		              (e->reset_at - now + 999) / 1000, e->window_s,
-		              retry_s, now);
-		rl->n_local_denied++;
-		respond_limited(rq, e->rule, retry_s);
-		return (GW_FILTER_DONE);
-	}
-	if (e != NULL && e->budget > 0) {
-		admit_local(rq, rl, e, now);
-		return (GW_FILTER_GO);
-	}
-	if (slot != NULL && rr->generous &&
-	    (e == NULL || (e->refreshing && e->denied_until == 0))) {
-		admit_unknown(rq, rl, rr, slot, now);
-		return (GW_FILTER_GO);
-	}
-	if (e != NULL) {
-		/* Pay for what was admitted locally. */
-		cost += e->owed;
-		e->owed = 0;
-		e->expires = 0;
+		pthread_mutex_lock(mu);
+		v = decide_local(rq, rl, rr, now, &rf, &cost, rule, &retry_s);
+		pthread_mutex_unlock(mu);
+		refresh_send(rq, rf);
+		if (v == LOCAL_DENIED) {
+			respond_limited(rq, rule, retry_s);
+			return (GW_FILTER_DONE);
+		}
+		if (v == LOCAL_ADMITTED)
+			return (GW_FILTER_GO);
 	}
 	if (cm_rpc_client_connected(R.up->client) == 0) {
 		/* No ratelimiter connected: a call could only fail, so the

@@ -274,6 +274,8 @@ gw_http_reason(int status)
 		return ("Service Unavailable");
 	case 504:
 		return ("Gateway Timeout");
+	case 505:
+		return ("HTTP Version Not Supported");
 	default:
 		return ("Unknown");
 	}
@@ -299,12 +301,14 @@ gw_http_code_name(int status)
 		return ("NOT_FOUND");
 	case 405:
 	case 501:
+	case 505:
 		return ("UNIMPLEMENTED");
 	case 408:
 	case 504:
 		return ("DEADLINE_EXCEEDED");
 	case 409:
 		return ("ALREADY_EXISTS");
+	case 411:
 	case 412:
 	case 417:
 		return ("FAILED_PRECONDITION");

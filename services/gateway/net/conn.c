@@ -24,10 +24,20 @@
  * while references remain (gw_req_hold; it then waits on the loop's zombie
  * list).
  *
+ * Caps.  Connections are counted for the whole process (an atomic) and
+ * per client address (the socket peer; a table under one mutex, touched
+ * on accept and close only); trusted proxies have no per-address cap.  A
+ * connection over a cap is answered "503" with "Connection: close" and
+ * closed at once.  An accepted socket is never left pending: without
+ * memory for a connection it is accepted into the loop's spare handle and
+ * closed, so the listener keeps going.
+ *
  * Timeouts are checked by the loop's tick four times a second, not with a
  * timer per connection: cheaper, and precise enough for 10 s and 60 s
  * limits.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +46,87 @@
 
 #include "internal.h"
 
-#define LINGER_MS  2000
-#define TRIM_ABOVE (64 * 1024)
+#define LINGER_MS    2000
+#define TRIM_ABOVE   (64 * 1024)
+#define ADDR_BUCKETS 4096
+
+enum { COUNTED_NONE = 0, COUNTED_PROCESS, COUNTED_ADDR };
+
+struct addr_count {
+	struct addr_count *next;
+	uint8_t ip[16];
+	size_t n;
+};
+
+static atomic_size_t conns_total;
+static struct {
+	pthread_mutex_t mu;
+	struct addr_count *b[ADDR_BUCKETS];
+} A = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static struct addr_count **
+addr_slot(const uint8_t ip[16])
+{
+	struct addr_count **p =
+	    &A.b[gw_fnv1a(GW_FNV_INIT, ip, 16) % ADDR_BUCKETS];
+
+	while (*p != NULL && memcmp((*p)->ip, ip, 16) != 0)
+		p = &(*p)->next;
+	return (p);
+}
+
+/* Counts c in the caps; false (and nothing counted) if over one. */
+static bool
+conn_admit(struct gw_conn *c)
+{
+	struct addr_count **p;
+	bool ok = true;
+
+	if (atomic_fetch_add(&conns_total, 1) >= gw_net_cfg.max_conns) {
+		atomic_fetch_sub(&conns_total, 1);
+		return (false);
+	}
+	c->counted = COUNTED_PROCESS;
+	if (gw_net_cfg.exempt != NULL &&
+	    gw_trust_has(gw_net_cfg.exempt, c->peer))
+		return (true);
+	pthread_mutex_lock(&A.mu);
+	p = addr_slot(c->peer);
+	if (*p == NULL && (*p = calloc(1, sizeof(**p))) != NULL)
+		memcpy((*p)->ip, c->peer, 16);
+	if (*p == NULL || (*p)->n >= gw_net_cfg.max_conns_per_addr)
+		ok = false;
+	else
+		(*p)->n++;
+	pthread_mutex_unlock(&A.mu);
+	if (!ok) {
+		atomic_fetch_sub(&conns_total, 1);
+		c->counted = COUNTED_NONE;
+		return (false);
+	}
+	c->counted = COUNTED_ADDR;
+	return (true);
+}
+
+static void
+conn_release(struct gw_conn *c)
+{
+	struct addr_count **p, *a;
+
+	if (c->counted == COUNTED_NONE)
+		return;
+	atomic_fetch_sub(&conns_total, 1);
+	if (c->counted == COUNTED_ADDR) {
+		pthread_mutex_lock(&A.mu);
+		p = addr_slot(c->peer);
+		if ((a = *p) != NULL && --a->n == 0) {
+			*p = a->next;
+			free(a);
+		}
+		pthread_mutex_unlock(&A.mu);
+	}
+	c->counted = COUNTED_NONE;
+}
 
 /*
  * Drops an empty buffer that a large response made big, so an idle
@@ -140,6 +229,7 @@ on_close(uv_handle_t *h)
 	struct gw_loop *l = c->loop;
 
 	c->state = GW_CONN_CLOSED;
+	conn_release(c);
 	c->proto->close(c, c->pstate);
 	c->pstate = NULL;
 	conn_list_remove(&l->conns, c);
@@ -385,6 +475,45 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		gw_conn_flush(c);
 }
 
+static void
+on_reject_close(uv_handle_t *h)
+{
+	struct gw_loop *l = h->data;
+
+	l->reject_busy = false;
+}
+
+/* No memory for a connection: accept it anyway, and close it. */
+static void
+conn_reject(struct gw_loop *l)
+{
+	log_warnx("event=accept err=\"out of memory\"");
+	if (l->reject_busy)
+		return;
+	uv_tcp_init(&l->uv, &l->reject);
+	l->reject.data = l;
+	l->reject_busy = true;
+	(void) uv_accept((uv_stream_t *) &l->listener,
+	                 (uv_stream_t *) &l->reject);
+	uv_close((uv_handle_t *) &l->reject, on_reject_close);
+}
+
+/* Over a cap: a 503 if the socket takes it at once, then closed. */
+static void
+conn_refuse(struct gw_conn *c)
+{
+	static const char resp[] =
+	    "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: application/json\r\nContent-Length: 66\r\n"
+	    "Connection: close\r\n\r\n"
+	    "{\"error\":{\"code\":\"UNAVAILABLE\",\"message\":\"too many "
+	    "connections\"}}\n";
+	uv_buf_t b = uv_buf_init((char *) resp, sizeof(resp) - 1);
+
+	(void) uv_try_write((uv_stream_t *) &c->tcp, &b, 1);
+	gw_conn_close(c);
+}
+
 void
 gw_conn_accept(struct gw_loop *l)
 {
@@ -393,7 +522,7 @@ gw_conn_accept(struct gw_loop *l)
 	int sl = sizeof(ss);
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
-		log_warnx("event=accept err=\"out of memory\"");
+		conn_reject(l);
 		return;
 	}
 	c->loop = l;
@@ -414,6 +543,10 @@ gw_conn_accept(struct gw_loop *l)
 		ip_from_sockaddr(&ss, c->peer);
 	gw_ip_format(c->peer, c->peer_str, sizeof(c->peer_str));
 	c->last_ms = gw_loop_now(l);
+	if (!conn_admit(c)) {
+		conn_refuse(c);
+		return;
+	}
 	conn_read_update(c);
 }
 

@@ -56,6 +56,9 @@ struct gw_net_config {
 	int64_t idle_timeout_ms;
 	int64_t request_timeout_ms; /* to receive a whole request */
 	int64_t drain_timeout_ms;
+	size_t max_conns;              /* open connections, all loops */
+	size_t max_conns_per_addr;     /* per client address (socket peer) */
+	const struct gw_trust *exempt; /* peers without a per-address cap */
 };
 
 extern struct gw_net_config gw_net_cfg;
@@ -153,6 +156,9 @@ struct gw_loop {
 	struct gw_conn *zombies; /* closed, still referenced */
 	size_t nconns;
 
+	uv_tcp_t reject;  /* accepts and closes when no memory is left */
+	bool reject_busy; /* its close is under way */
+
 	char rbuf[GW_RBUF_SIZE]; /* read buffer shared by the connections */
 	struct gw_buf scratch;   /* for building one response body */
 	int64_t date_s;
@@ -234,6 +240,7 @@ struct gw_conn {
 	uv_write_t wreq;
 	uv_shutdown_t sreq;
 	int refs;         /* gw_req_hold references */
+	uint8_t counted;  /* in the connection caps (conn.c) */
 	int64_t last_ms;  /* last byte received or sent */
 	int64_t write_ms; /* last write progress */
 	int64_t linger_ms;

@@ -57,6 +57,9 @@ struct h1 {
 	bool eof;         /* the client half-closed */
 	bool upgraded;    /* handed to another protocol */
 	bool completed;   /* on_message_complete just ran */
+	bool head_done;   /* on_headers_complete just ran */
+	bool in_head;     /* the bytes parsed are a request head */
+	char head_prev;   /* the last head byte seen (bare LF check) */
 	bool too_many;    /* header lines over the bound */
 	struct gw_buf pending;
 	/* header assembly */
@@ -118,6 +121,7 @@ h1_req_end(struct h1 *h)
 	 */
 	rq->finished = true;
 	h->in_req = false;
+	h->in_head = true;
 	cm_arena_reset(&h->arena);
 	gw_conn_trim(h->c);
 }
@@ -273,6 +277,25 @@ on_headers_complete(http_parser *p)
 		h1_refuse(h, 431, "too many header lines");
 		return (-1);
 	}
+	if (p->http_major == 0 && p->http_minor == 9) {
+		h1_refuse(h, 400, "request line without an HTTP version");
+		return (-1);
+	}
+	if (p->http_major != 1 || p->http_minor > 1) {
+		h1_refuse(h, 505, "only versions 1.0 and 1.1 are served");
+		return (-1);
+	}
+	/*
+	 * The parser (built non-strict) takes malformed chunk framing that
+	 * a proxy in front may read otherwise: chunked bodies are refused,
+	 * so that no two readers can disagree where a request ends.
+	 */
+	if (rq->chunked) {
+		h1_refuse(h, 411,
+		          "chunked request bodies are not accepted: "
+		          "send Content-Length");
+		return (-1);
+	}
 	if ((expect = gw_req_header(rq, "expect", &elen)) != NULL) {
 		if (!gw_strcaseeq(expect, elen, "100-continue") ||
 		    gw_req_header_count(rq, "expect") > 1) {
@@ -304,6 +327,8 @@ on_headers_complete(http_parser *p)
 		}
 		if (h->in_req)
 			rq->body_mode = GW_BODY_DISCARD;
+		h->head_done = true;
+		http_parser_pause(p, 1);
 		return (0);
 	}
 	if (rq->content_length != UINT64_MAX &&
@@ -311,10 +336,12 @@ on_headers_complete(http_parser *p)
 		h1_refuse(h, 413, "request body too large");
 		return (-1);
 	}
-	if (rq->paused)
-		http_parser_pause(p, 1);
-	else
+	if (!rq->paused)
 		maybe_continue(h);
+	/* Paused here always, so the feed loop knows where the head ended
+	 * (the bare LF check); it goes on unless the application paused. */
+	h->head_done = true;
+	http_parser_pause(p, 1);
 	return (0);
 }
 
@@ -392,6 +419,8 @@ h1_parse_error(struct h1 *h, enum http_errno e)
 	}
 	if (e == HPE_HEADER_OVERFLOW)
 		h1_refuse(h, 431, "request header too large");
+	else if (e == HPE_LF_EXPECTED)
+		h1_refuse(h, 400, "line ends must be CRLF");
 	else
 		h1_refuse(h, 400, http_errno_description(e));
 }
@@ -422,6 +451,23 @@ h1_can_parse(const struct h1 *h)
 	        gw_conn_queued(h->c) <= OUT_MAX);
 }
 
+/*
+ * Whether the head bytes p[0..n) hold a line feed not preceded by a
+ * carriage return: the parser accepts one, a proxy in front may not, and
+ * the two would then disagree where headers end.  The previous byte is
+ * kept across reads.
+ */
+static bool
+head_bare_lf(struct h1 *h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '\n' && h->head_prev != '\r')
+			return (true);
+		h->head_prev = p[i];
+	}
+	return (false);
+}
+
 /* Runs the parser over data; returns the bytes consumed. */
 static size_t
 h1_parse(struct h1 *h, const char *data, size_t len)
@@ -433,7 +479,22 @@ h1_parse(struct h1 *h, const char *data, size_t len)
 		                               data + off, len - off);
 		enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
 
+		if (h->in_head &&
+		    head_bare_lf(h, data + off,
+		                 e == HPE_PAUSED && h->head_done ? n + 1 : n)) {
+			h->in_head = false;
+			h1_parse_error(h, HPE_LF_EXPECTED);
+			return (len);
+		}
 		off += n;
+		if (e == HPE_PAUSED && h->head_done) {
+			h->head_done = false;
+			h->in_head = false;
+			if (h->in_req && h->req.paused)
+				break; /* the application's: until resume */
+			http_parser_pause(&h->parser, 0);
+			continue;
+		}
 		if (e == HPE_PAUSED) {
 			if (h->completed) {
 				http_parser_pause(&h->parser, 0);
@@ -650,6 +711,7 @@ gw_http1_new(struct gw_conn *c)
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		fatalx("gateway: out of memory");
 	h->c = c;
+	h->in_head = true;
 	http_parser_init(&h->parser, HTTP_REQUEST);
 	h->parser.data = h;
 	cm_arena_init(&h->arena);
