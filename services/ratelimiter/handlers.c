@@ -12,7 +12,7 @@
  * The reply names the binding rule: when refused, the refusing rule that
  * asks the longest wait; when allowed, the rule with the fewest remaining.
  * It also grants the caller a local budget: when every rule has plenty
- * left (at least 64), the caller may admit remaining/16 identical requests
+ * left (at least 64), the caller may admit remaining/8 identical requests
  * without asking, for at most 10 s, and pays for them with the cost of
  * its next check.  (Remaining never shrinks but by hits, whatever the
  * algorithm, so the budget stays safe for its second; the second bounds
@@ -32,7 +32,8 @@
 #include "util.h"
 
 #define BUDGET_MIN_REMAINING 64
-#define BUDGET_DIVISOR       16
+/* A gateway keeps one budget per scope for all its loops. */
+#define BUDGET_DIVISOR 8
 /*
  * How long a gateway may spend a budget before it asks again.  The
  * budget is a count (remaining / BUDGET_DIVISOR), so the overshoot it

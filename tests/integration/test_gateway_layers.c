@@ -30,6 +30,7 @@
 
 static struct {
 	h_proc gw;
+	h_proc caps; /* test_connection_caps' own, stopped at teardown too */
 	int port;
 	char url[64];
 	const char *gw_bin;
@@ -79,6 +80,9 @@ static int
 suite_teardown(void **state)
 {
 	(void) state;
+	if (T.caps.pid > 0)
+		h_proc_stop(&T.caps, 5000);
+	h_proc_free(&T.caps);
 	assert_int_equal(h_proc_stop(&T.gw, 10000), 0);
 	h_proc_free(&T.gw);
 	curl_global_cleanup();
@@ -583,22 +587,22 @@ ask(int fd)
 static void
 test_connection_caps(void **state)
 {
-	h_proc gw = {0};
+	h_proc *gw = &T.caps;
 	int port = h_free_port(), fds[8], n = 0, fd, code;
 	char buf[4096];
 
 	(void) state;
-	gw.name = "gateway-caps";
-	gw.bin = T.gw_bin;
-	h_proc_env(&gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
-	h_proc_env(&gw, "GATEWAY_THREADS", "2");
-	h_proc_env(&gw, "GATEWAY_RATELIMIT", "0");
-	h_proc_env(&gw, "GATEWAY_CACHE_BYTES", "0");
-	h_proc_env(&gw, "GATEWAY_MAX_CONNS", "6");
-	h_proc_env(&gw, "GATEWAY_MAX_CONNS_PER_ADDR", "3");
-	h_proc_env(&gw, "TRUSTED_PROXIES", "127.0.0.9");
-	h_proc_env(&gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d", h_free_port());
-	h_proc_start(&gw);
+	gw->name = "gateway-caps";
+	gw->bin = T.gw_bin;
+	h_proc_env(gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
+	h_proc_env(gw, "GATEWAY_THREADS", "2");
+	h_proc_env(gw, "GATEWAY_RATELIMIT", "0");
+	h_proc_env(gw, "GATEWAY_CACHE_BYTES", "0");
+	h_proc_env(gw, "GATEWAY_MAX_CONNS", "6");
+	h_proc_env(gw, "GATEWAY_MAX_CONNS_PER_ADDR", "3");
+	h_proc_env(gw, "TRUSTED_PROXIES", "127.0.0.9");
+	h_proc_env(gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d", h_free_port());
+	h_proc_start(gw);
 	snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/_test/headers", port);
 	for (int i = 0; i < 100; i++) {
 		h_resp r;
@@ -641,7 +645,7 @@ test_connection_caps(void **state)
 	close(fd);
 	for (int i = 1; i < n; i++)
 		close(fds[i]);
-	assert_int_equal(h_proc_stop(&gw, 10000), 0);
+	assert_int_equal(h_proc_stop(gw, 10000), 0);
 	h_proc_free(&gw);
 }
 

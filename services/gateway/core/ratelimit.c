@@ -27,18 +27,19 @@
  * is), counted in gateway_ratelimit_failures_total.
  *
  * The local budget.  When the ratelimiter sees a request far from every
- * limit it grants a budget (remaining/16, for at most 10 s): this loop
- * admits that many requests of the same scope itself and adds them to the
- * cost of its next check for that scope.  That check runs in the
- * background once a quarter of the budget is left or its time is over
- * (the request that triggers it is admitted: "stale while revalidate"),
- * so a request far from its limits never waits for the ratelimiter.  The
- * first request of a scope the loop does not know waits for a check,
- * unless every rule of the scope allows GENEROUS_MIN at once and fails
- * open: then it is admitted with the headers of a fresh counter and
- * checked in the background.  Near a limit the budget is 0 and every
- * request is asked about, so small limits stay exact; far from it the
- * overshoot is bounded by the budgets in flight.
+ * limit it grants a budget (remaining/8, for at most 10 s): the gateway
+ * admits that many requests of the scope itself (one budget for all its
+ * loops: the table is shared) and adds them to the cost of its next check
+ * for that scope.  That check runs in the background once a quarter of
+ * the budget is left or its time is over (the request that triggers it
+ * is admitted: "stale while revalidate"), so a request far from its
+ * limits never waits for the ratelimiter.  The first request of a scope
+ * the gateway does not know waits for a check, unless every rule of the
+ * scope allows GENEROUS_MIN at once and fails open: then it is admitted
+ * with the headers of a fresh counter and checked in the background.
+ * Near a limit the budget is 0 and every request is asked about, so
+ * small limits stay exact; far from it the overshoot is bounded by the
+ * budgets in flight (one per scope per gateway).
  *
  * Denials, locally.  A refusal is remembered for its scope until the
  * ratelimiter's retry_ms (millisecond precision, not the rounded
@@ -47,8 +48,10 @@
  * ratelimiter (and Redis) never hear of its flood, so counts stay exact
  * for everyone else.
  *
- * The table is per loop (no locks): a 4-way set-associative array of
- * RL_SLOTS entries, kept until the rules change.
+ * The table is the process's, shared by the loops: a 4-way
+ * set-associative array under striped locks (a lock per set, taken once
+ * per request that matches a rule).  Scope keys begin with the rules
+ * version, so a reload starts every scope afresh.
  */
 #include <pthread.h>
 #include <stdio.h>
