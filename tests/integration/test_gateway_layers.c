@@ -646,7 +646,6 @@ test_connection_caps(void **state)
 	for (int i = 1; i < n; i++)
 		close(fds[i]);
 	assert_int_equal(h_proc_stop(gw, 10000), 0);
-	h_proc_free(&gw);
 }
 
 int
