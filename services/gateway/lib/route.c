@@ -246,14 +246,33 @@ allow_add(char *allow, size_t len, const char *method)
 	strcat(allow, method);
 }
 
+/* A request path's segments. */
+struct seg {
+	const char *s;
+	size_t len;
+};
+
+/* Whether cr's pattern matches the segments (whatever the method). */
+static bool
+path_matches(const struct gw_croute *cr, const struct seg *segs, size_t n)
+{
+	if (cr->nsegs != n)
+		return (false);
+	for (size_t j = 0; j < n; j++) {
+		if (cr->segs[j].param)
+			continue;
+		if (cr->segs[j].len != segs[j].len ||
+		    memcmp(cr->segs[j].s, segs[j].s, segs[j].len) != 0)
+			return (false);
+	}
+	return (true);
+}
+
 enum gw_match_result
 gw_router_match(const struct gw_router *r, const char *method, const char *path,
                 size_t plen, cm_arena *a, struct gw_match *m)
 {
-	struct {
-		const char *s;
-		size_t len;
-	} segs[GW_MAX_SEGS];
+	struct seg segs[GW_MAX_SEGS];
 	const struct gw_croute *best = NULL;
 	const char *p, *end;
 	size_t nsegs = 0, i, j;
@@ -287,16 +306,7 @@ gw_router_match(const struct gw_router *r, const char *method, const char *path,
 	for (i = 0; i < r->n; i++) {
 		const struct gw_croute *cr = &r->routes[i];
 
-		if (cr->nsegs != nsegs)
-			continue;
-		for (j = 0; j < nsegs; j++) {
-			if (cr->segs[j].param)
-				continue;
-			if (cr->segs[j].len != segs[j].len ||
-			    memcmp(cr->segs[j].s, segs[j].s, segs[j].len) != 0)
-				break;
-		}
-		if (j < nsegs)
+		if (!path_matches(cr, segs, nsegs))
 			continue;
 		path_known = true;
 		if (!method_serves(cr, method))
@@ -310,17 +320,7 @@ gw_router_match(const struct gw_router *r, const char *method, const char *path,
 		for (i = 0; i < r->n; i++) {
 			const struct gw_croute *cr = &r->routes[i];
 
-			if (cr->nsegs != nsegs)
-				continue;
-			for (j = 0; j < nsegs; j++) {
-				if (cr->segs[j].param)
-					continue;
-				if (cr->segs[j].len != segs[j].len ||
-				    memcmp(cr->segs[j].s, segs[j].s,
-				           segs[j].len) != 0)
-					break;
-			}
-			if (j < nsegs)
+			if (!path_matches(cr, segs, nsegs))
 				continue;
 			allow_add(m->allow, sizeof(m->allow), cr->def->method);
 			if (strcmp(cr->def->method, "GET") == 0)
