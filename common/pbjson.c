@@ -947,17 +947,19 @@ cm_pbjson_decode(const ProtobufCMessageDescriptor *desc, json_t *obj,
 }
 
 /*
- * See pbjson.h.  A repeated field gets value appended (the array is copied
- * into a new arena array one longer); any other field is overwritten, its
- * has_ flag or oneof case set.  Bytes are base64, bools "true"/"false"/"1"/
- * "0", enums a name or a defined number, floats as in JSON strings.  msg is
- * changed only on success.
+ * See pbjson.h.  A repeated field gets the values appended, all of them
+ * with one copy of the array (so binding n repeated query parameters is
+ * linear, not quadratic); any other field is overwritten by the last
+ * value, its has_ flag or oneof case set.  Bytes are base64, bools
+ * "true"/"false"/"1"/"0", enums a name or a defined number, floats as in
+ * JSON strings.  msg is changed only on success.
  */
 int
-cm_pbjson_set_field_text(const ProtobufCMessageDescriptor *desc,
-                         ProtobufCMessage *msg, const char *name,
-                         const char *value, size_t vlen, cm_arena *arena,
-                         char *err, size_t errlen)
+cm_pbjson_add_field_texts(const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage *msg, const char *name,
+                          const char *const *values, const size_t *lens,
+                          size_t nvalues, cm_arena *arena, char *err,
+                          size_t errlen)
 {
 	const ProtobufCFieldDescriptor *f;
 	struct pbj_dec d;
@@ -976,33 +978,67 @@ cm_pbjson_set_field_text(const ProtobufCMessageDescriptor *desc,
 		return (-2);
 	}
 	pbj_path_field(&d, f->name);
-	if (value == NULL) {
-		if (vlen != 0)
-			return (pbj_err(&d, "no value"));
-		value = "";
-	}
-	memset(&tmp, 0, sizeof(tmp));
-	if (pbj_text_value(&d, f, value, vlen, &tmp, 0) != 0)
-		return (-1);
-
 	size = pbj_type_size(f->type);
 	if (f->label != PROTOBUF_C_LABEL_REPEATED) {
-		memcpy(base + f->offset, &tmp, size);
-		pbj_set_present(f, msg);
+		for (size_t i = 0; i < nvalues; i++) {
+			const char *value = values[i] != NULL ? values[i] : "";
+
+			if (values[i] == NULL && lens[i] != 0)
+				return (pbj_err(&d, "no value"));
+			memset(&tmp, 0, sizeof(tmp));
+			if (pbj_text_value(&d, f, value, lens[i], &tmp, 0) != 0)
+				return (-1);
+		}
+		if (nvalues > 0) {
+			memcpy(base + f->offset, &tmp, size);
+			pbj_set_present(f, msg);
+		}
 		return (0);
 	}
 	memcpy(&n, base + f->quantifier_offset, sizeof(n));
 	memcpy(&old, base + f->offset, sizeof(old));
-	if (n >= SIZE_MAX / size - 1)
+	if (nvalues == 0)
+		return (0);
+	if (n >= SIZE_MAX / size - nvalues)
 		return (pbj_err(&d, "array too long"));
-	arr = cm_arena_alloc(arena, (n + 1) * size);
+	arr = cm_arena_alloc(arena, (n + nvalues) * size);
 	if (n > 0)
 		memcpy(arr, old, n * size);
-	memcpy(arr + n * size, &tmp, size);
-	n++;
+	for (size_t i = 0; i < nvalues; i++) {
+		const char *value = values[i] != NULL ? values[i] : "";
+
+		if (values[i] == NULL && lens[i] != 0)
+			return (pbj_err(&d, "no value"));
+		memset(&tmp, 0, sizeof(tmp));
+		if (pbj_text_value(&d, f, value, lens[i], &tmp, 0) != 0)
+			return (-1);
+		memcpy(arr + (n + i) * size, &tmp, size);
+	}
+	n += nvalues;
 	memcpy(base + f->quantifier_offset, &n, sizeof(n));
 	memcpy(base + f->offset, &arr, sizeof(arr));
 	return (0);
+}
+
+int
+cm_pbjson_set_field_text(const ProtobufCMessageDescriptor *desc,
+                         ProtobufCMessage *msg, const char *name,
+                         const char *value, size_t vlen, cm_arena *arena,
+                         char *err, size_t errlen)
+{
+	return (cm_pbjson_add_field_texts(desc, msg, name, &value, &vlen, 1,
+	                                  arena, err, errlen));
+}
+
+int
+cm_pbjson_field_repeated(const ProtobufCMessageDescriptor *desc,
+                         const char *name)
+{
+	const ProtobufCFieldDescriptor *f = pbj_find_field(desc, name);
+
+	if (f == NULL)
+		return (-1);
+	return (f->label == PROTOBUF_C_LABEL_REPEATED);
 }
 
 /* Encoding. */

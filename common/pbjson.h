@@ -50,6 +50,22 @@ int cm_pbjson_set_field_text(const ProtobufCMessageDescriptor *desc,
                              const char *value, size_t vlen, cm_arena *arena,
                              char *err, size_t errlen);
 
+/*
+ * cm_pbjson_set_field_text for nvalues values at once: a repeated field
+ * gets them all appended with one copy of its array (binding n repeated
+ * parameters stays linear); another field takes the last one (each is
+ * checked).  Same returns.
+ */
+int cm_pbjson_add_field_texts(const ProtobufCMessageDescriptor *desc,
+                              ProtobufCMessage *msg, const char *name,
+                              const char *const *values, const size_t *lens,
+                              size_t nvalues, cm_arena *arena, char *err,
+                              size_t errlen);
+
+/* 1 if the field named so is repeated, 0 if not, -1 if there is none. */
+int cm_pbjson_field_repeated(const ProtobufCMessageDescriptor *desc,
+                             const char *name);
+
 /* Returns a new JSON object for msg (caller json_decref()s), NULL on OOM. */
 json_t *cm_pbjson_encode(const ProtobufCMessage *msg);
 

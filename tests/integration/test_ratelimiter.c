@@ -913,6 +913,29 @@ test_local_fast_paths(void **state)
 		    i < 3 ? 404 : 429);
 }
 
+/* IPv6 clients count per /64: two addresses of one network share. */
+static void
+test_ipv6_per_64(void **state)
+{
+	(void) state;
+	/* "hdr": 3 a minute per address. */
+	assert_int_equal(get(T.a_url, "/hdr-6", "2001:db8:5:6::1", NULL, NULL),
+	                 404);
+	assert_int_equal(get(T.a_url, "/hdr-6", "2001:db8:5:6::2", NULL, NULL),
+	                 404);
+	assert_int_equal(
+	    get(T.a_url, "/hdr-6", "[2001:db8:5:6:ffff::3]:443", NULL, NULL),
+	    404);
+	assert_int_equal(get(T.a_url, "/hdr-6", "2001:db8:5:6::4", NULL, NULL),
+	                 429);
+	/* Another /64 has its own. */
+	assert_int_equal(get(T.a_url, "/hdr-6", "2001:db8:5:7::1", NULL, NULL),
+	                 404);
+	/* IPv4 stays per address. */
+	assert_int_equal(count_ok("/hdr-4", "10.22.0.1", NULL, 4), 3);
+	assert_int_equal(count_ok("/hdr-4", "10.22.0.2", NULL, 4), 3);
+}
+
 /* A rule added by a reload binds in the gateway within 2 s. */
 static void
 test_reload_binds_within_2s(void **state)
@@ -1079,6 +1102,7 @@ main(void)
 	    cmocka_unit_test(test_admin_routes),
 	    cmocka_unit_test(test_rules_rpc),
 	    cmocka_unit_test(test_local_fast_paths),
+	    cmocka_unit_test(test_ipv6_per_64),
 	    cmocka_unit_test(test_reload_binds_within_2s),
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_redis_down),

@@ -1070,6 +1070,57 @@ test_error_buffer(void **state)
 }
 
 /*
+ * Many values of a repeated field at once: appended in order with one
+ * copy, each value checked; a scalar field takes the last.  The arena
+ * grows linearly with the values, not quadratically.
+ */
+static void
+test_add_field_texts(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__all__descriptor;
+	Pbjt__All m;
+	const char *vals[1000];
+	size_t lens[1000];
+	char buf[1000][8];
+
+	pbjt__all__init(&m);
+	for (size_t i = 0; i < 1000; i++) {
+		snprintf(buf[i], sizeof(buf[i]), "%zu", i);
+		vals[i] = buf[i];
+		lens[i] = strlen(buf[i]);
+	}
+	assert_int_equal(cm_pbjson_add_field_texts(d, &m.base, "r_int32", vals,
+	                                           lens, 500, &fx->arena, NULL,
+	                                           0),
+	                 0);
+	assert_int_equal(cm_pbjson_add_field_texts(d, &m.base, "r_int32",
+	                                           vals + 500, lens + 500, 500,
+	                                           &fx->arena, NULL, 0),
+	                 0);
+	assert_int_equal(m.n_r_int32, 1000);
+	for (size_t i = 0; i < 1000; i++)
+		assert_int_equal(m.r_int32[i], (int32_t) i);
+	/* A bad value anywhere: nothing changes. */
+	vals[10] = "x";
+	lens[10] = 1;
+	assert_int_equal(cm_pbjson_add_field_texts(d, &m.base, "r_int32", vals,
+	                                           lens, 20, &fx->arena, NULL,
+	                                           0),
+	                 -1);
+	assert_int_equal(m.n_r_int32, 1000);
+	/* A scalar: the last value. */
+	assert_int_equal(cm_pbjson_add_field_texts(d, &m.base, "f_int32",
+	                                           vals + 11, lens + 11, 3,
+	                                           &fx->arena, NULL, 0),
+	                 0);
+	assert_int_equal(m.f_int32, 13);
+	assert_int_equal(cm_pbjson_field_repeated(d, "r_int32"), 1);
+	assert_int_equal(cm_pbjson_field_repeated(d, "f_int32"), 0);
+	assert_int_equal(cm_pbjson_field_repeated(d, "nope"), -1);
+}
+
+/*
  * Node JSON nested depth levels deep (depth "child" keys), with "v" set
  * to the string leaf at the bottom; the dotted path of that "v" goes to
  * path.  Caller frees the result.
@@ -1182,6 +1233,7 @@ main(void)
 	    T(test_full_round_trip),
 	    T(test_encode_invalid_utf8),
 	    T(test_set_field_text),
+	    T(test_add_field_texts),
 	    T(test_error_buffer),
 	    T(test_deep_nesting),
 	};

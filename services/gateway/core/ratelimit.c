@@ -119,6 +119,7 @@ struct rl_req {
 	uint64_t h;
 	size_t klen;
 	char key[RL_KEYMAX]; /* rules version, tier, rule keys */
+	char ip[64];         /* the client address as the rules count it */
 	bool fail_closed;    /* a matched rule is (rules known) */
 	/*
 	 * Every rule that applies allows at least GENEROUS_MIN at once and
@@ -136,6 +137,7 @@ static struct {
 	bool enabled;
 	int64_t timeout_ms;
 	int64_t poll_ms;
+	unsigned v6_prefix; /* IPv6 clients count per this prefix */
 	struct gw_upstream *up;
 	cm_counter *allowed, *limited, *local, *local_denied, *no_match,
 	    *refresh, *fail_open, *fail_closed, *unavailable;
@@ -176,6 +178,8 @@ gw_ratelimit_register(void)
 	R.timeout_ms = cm_env_int("GATEWAY_RATELIMIT_TIMEOUT_MS", 20, 1, 60000);
 	R.poll_ms =
 	    cm_env_int("GATEWAY_RATELIMIT_RULES_POLL_MS", 1000, 10, 60000);
+	R.v6_prefix =
+	    (unsigned) cm_env_int("GATEWAY_RATELIMIT_IPV6_PREFIX", 64, 1, 128);
 	R.up = gw_upstream_find("ratelimiter");
 	if (R.up == NULL)
 		R.enabled = false;
@@ -382,6 +386,40 @@ rl_path(const struct gw_creq *cr)
 	return (n);
 }
 
+/*
+ * The client address as limits count it: an IPv4 address as it is; an
+ * IPv6 address per its /R.v6_prefix network ("2001:db8:1:2::/64"), since
+ * one subscriber commonly holds a whole /64 and would otherwise get a
+ * budget per address.
+ */
+static void
+limit_ip(const struct gw_creq *cr, char *out, size_t outlen)
+{
+	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
+	                                     0, 0, 0, 0, 0xff, 0xff};
+	uint8_t net[16];
+	char text[48];
+
+	if (memcmp(cr->client, v4mapped, 12) == 0 || R.v6_prefix >= 128) {
+		snprintf(out, outlen, "%s", cr->client_ip);
+		return;
+	}
+	memcpy(net, cr->client, 16);
+	for (unsigned bit = R.v6_prefix; bit < 128; bit++)
+		net[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
+	gw_ip_format(net, text, sizeof(text));
+	snprintf(out, outlen, "%s/%u", text, R.v6_prefix);
+}
+
+/* The client address as limits count it (limit_ip), computed once. */
+static const char *
+req_ip(const struct gw_req *rq, struct rl_req *rr)
+{
+	if (rr->ip[0] == '\0')
+		limit_ip(gw_creq(rq), rr->ip, sizeof(rr->ip));
+	return (rr->ip);
+}
+
 /* How many requests a limit lets through at once. */
 static int64_t
 capacity(const struct cm_rl_rule *r, const struct cm_rl_limit *l)
@@ -442,7 +480,7 @@ scope_of(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr)
 
 	in.method = rq->head ? "GET" : gw_req_method(rq);
 	in.path = cm_arena_strndup(rq->arena, cr->path, rl_path(cr));
-	in.ip = cr->client_ip;
+	in.ip = req_ip(rq, rr);
 	in.user = cr->id.user;
 	in.tier = cr->id.tier;
 	in.api_key = cr->api_key;
@@ -596,7 +634,8 @@ entry_deny(struct rl_entry *e, const Ratelimiter__CheckResponse *resp,
 }
 
 static uint8_t *
-pack_check(struct gw_req *rq, cm_arena *a, int64_t cost, size_t *len)
+pack_check(struct gw_req *rq, struct rl_req *rr, cm_arena *a, int64_t cost,
+           size_t *len)
 {
 	const struct gw_creq *cr = gw_creq(rq);
 	Ratelimiter__CheckRequest in = RATELIMITER__CHECK_REQUEST__INIT;
@@ -604,7 +643,7 @@ pack_check(struct gw_req *rq, cm_arena *a, int64_t cost, size_t *len)
 
 	in.method = cm_pbstr(rq->head ? "GET" : gw_req_method(rq));
 	in.path = cm_arena_strndup(a, cr->path, rl_path(cr));
-	in.ip = cm_pbstr(cr->client_ip);
+	in.ip = cm_pbstr(req_ip(rq, rr));
 	in.user = cm_pbstr(cr->id.user ? cr->id.user : "");
 	in.tier = cm_pbstr(cr->id.tier ? cr->id.tier : "");
 	in.api_key = cm_pbstr(cr->api_key);
@@ -680,7 +719,8 @@ refresh_done(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
  * refresh_send once the lock is released.
  */
 static struct refresh *
-refresh_prepare(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e)
+refresh_prepare(struct gw_req *rq, struct rl_req *rr, struct rl_loop *rl,
+                struct rl_entry *e)
 {
 	struct refresh *rf = calloc(1, sizeof(*rf));
 	uint8_t *p;
@@ -691,7 +731,7 @@ refresh_prepare(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e)
 	rf->h = e->h;
 	rf->klen = e->klen;
 	memcpy(rf->key, e->key, e->klen);
-	p = pack_check(rq, rq->arena, e->owed, &rf->len);
+	p = pack_check(rq, rr, rq->arena, e->owed, &rf->len);
 	if ((rf->payload = malloc(rf->len ? rf->len : 1)) == NULL)
 		fatalx("gateway: out of memory");
 	memcpy(rf->payload, p, rf->len);
@@ -785,8 +825,8 @@ check_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
  * time is over, so that a scope far from its limits never waits.
  */
 static struct refresh *
-admit_local(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
-            int64_t now)
+admit_local(struct gw_req *rq, struct rl_req *rr, struct rl_loop *rl,
+            struct rl_entry *e, int64_t now)
 {
 	e->budget--;
 	e->owed++;
@@ -797,7 +837,7 @@ admit_local(struct gw_req *rq, struct rl_loop *rl, struct rl_entry *e,
 	rl->n_local++;
 	if (!e->refreshing && now >= e->next_refresh &&
 	    (now >= e->expires || e->budget * 4 <= e->granted))
-		return (refresh_prepare(rq, rl, e));
+		return (refresh_prepare(rq, rr, rl, e));
 	return (NULL);
 }
 
@@ -826,7 +866,7 @@ admit_unknown(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr,
 	scope_headers(rq, e, e->rule, e->limit, e->remaining,
 	              (e->reset_at - now + 999) / 1000, e->window_s, 0, now);
 	rl->n_local++;
-	return (fresh ? refresh_prepare(rq, rl, e) : NULL);
+	return (fresh ? refresh_prepare(rq, rr, rl, e) : NULL);
 }
 
 /*
@@ -854,7 +894,7 @@ decide_local(struct gw_req *rq, struct rl_loop *rl, struct rl_req *rr,
 		return (LOCAL_DENIED);
 	}
 	if (e != NULL && e->budget > 0) {
-		*rf = admit_local(rq, rl, e, now);
+		*rf = admit_local(rq, rr, rl, e, now);
 		return (LOCAL_ADMITTED);
 	}
 	if (rr->generous &&
@@ -911,7 +951,7 @@ rl_on_request(struct gw_req *rq, void *fs)
 		 * failure policy applies now, without a round trip. */
 		return (fail_policy(rq, rr));
 	}
-	payload = pack_check(rq, rq->arena, cost, &len);
+	payload = pack_check(rq, rr, rq->arena, cost, &len);
 	gw_req_call(rq, R.up, "ratelimiter.RateLimiter/Check", payload, len,
 	            R.timeout_ms, check_reply, rr, 0);
 	return (GW_FILTER_WAIT);

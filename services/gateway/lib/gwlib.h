@@ -275,6 +275,11 @@ const char *gw_match_param(const struct gw_match *m, const char *name,
 
 /* ---- transcoding (transcode.c) ---- */
 
+/* Query parameters per request, and values per repeated parameter;
+ * over either: 400. */
+#define GW_QUERY_MAX        256
+#define GW_QUERY_REPEAT_MAX 100
+
 /*
  * Builds the packed RPC request for a transcoded ("rpc") route: the JSON body
  * (if the route takes one; an empty body is {}), or the raw body into the

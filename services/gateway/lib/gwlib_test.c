@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "cache.pb-c.h"
 #include "shortener.pb-c.h"
 
 #include "gwlib.h"
@@ -1048,6 +1049,62 @@ test_api_key_id(void **state)
 	assert_false(gw_api_key_id(big, GW_API_KEY_MAX + 1, a));
 }
 
+/*
+ * Repeated query parameters bind in order, linearly, and are bounded:
+ * GW_QUERY_REPEAT_MAX values of one name, GW_QUERY_MAX parameters.
+ */
+static void
+test_transcode_repeated_query(void **state)
+{
+	struct gw_match m;
+	cm_arena a;
+	uint8_t *out;
+	size_t len, qlen;
+	char err[256], *q = malloc(64 * 1024);
+	Cache__SetRequest *req;
+
+	(void) state;
+	cm_arena_init(&a);
+	assert_int_equal(match("PUT", "/api/v1/cache/ns/k", &a, &m),
+	                 GW_MATCH_OK);
+	/* 100 tags and one ttl: bound in order, the last ttl wins. */
+	qlen = 0;
+	for (int i = 0; i < GW_QUERY_REPEAT_MAX; i++)
+		qlen +=
+		    (size_t) sprintf(q + qlen, "%stags=t%d", i ? "&" : "", i);
+	qlen += (size_t) sprintf(q + qlen, "&ttl=5&ttl=7");
+	assert_int_equal(gw_transcode_request(m.route, &m, q, qlen, "v", 1, &a,
+	                                      &out, &len, err, sizeof(err)),
+	                 0);
+	req = cache__set_request__unpack(NULL, len, out);
+	assert_non_null(req);
+	assert_int_equal(req->n_tags, GW_QUERY_REPEAT_MAX);
+	for (size_t i = 0; i < req->n_tags; i++) {
+		char want[32];
+
+		snprintf(want, sizeof(want), "t%zu", i);
+		assert_string_equal(req->tags[i], want);
+	}
+	assert_int_equal(req->ttl, 7);
+	cache__set_request__free_unpacked(req, NULL);
+	/* One more tag: 400. */
+	qlen += (size_t) sprintf(q + qlen, "&tags=x");
+	assert_int_equal(gw_transcode_request(m.route, &m, q, qlen, "v", 1, &a,
+	                                      &out, &len, err, sizeof(err)),
+	                 -1);
+	assert_non_null(strstr(err, "more than 100 values"));
+	/* Too many parameters altogether: 400. */
+	qlen = 0;
+	for (int i = 0; i <= GW_QUERY_MAX; i++)
+		qlen += (size_t) sprintf(q + qlen, "%sx%d=1", i ? "&" : "", i);
+	assert_int_equal(gw_transcode_request(m.route, &m, q, qlen, "v", 1, &a,
+	                                      &out, &len, err, sizeof(err)),
+	                 -1);
+	assert_non_null(strstr(err, "query parameters"));
+	free(q);
+	cm_arena_fini(&a);
+}
+
 int
 main(void)
 {
@@ -1059,6 +1116,7 @@ main(void)
 	    cmocka_unit_test(test_transcode_json_body),
 	    cmocka_unit_test(test_transcode_params),
 	    cmocka_unit_test(test_transcode_raw_body),
+	    cmocka_unit_test(test_transcode_repeated_query),
 	    cmocka_unit_test(test_transcode_reply),
 	    cmocka_unit_test(test_jwt_good),
 	    cmocka_unit_test(test_jwt_rejections),

@@ -74,15 +74,26 @@ bind_query(const struct gw_croute *r, ProtobufCMessage *msg, const char *query,
            size_t qlen, cm_arena *a, char *err, size_t errlen)
 {
 	const char *cur = query, *end = query + qlen, *k, *v;
-	size_t kl, vl;
-
-	while (gw_query_next(&cur, end, &k, &kl, &v, &vl)) {
+	struct qparam {
 		char *key, *val;
-		size_t klen, vlen;
-		int rv;
+		size_t vlen;
+		bool done;
+	} * ps;
+	const char **vals;
+	size_t kl, vl, n = 0, *lens;
 
-		if (gw_pct_decode(k, kl, true, a, &key, &klen) != 0 ||
-		    gw_pct_decode(v, vl, true, a, &val, &vlen) != 0) {
+	ps = cm_arena_alloc(a, GW_QUERY_MAX * sizeof(*ps));
+	while (gw_query_next(&cur, end, &k, &kl, &v, &vl)) {
+		size_t klen;
+
+		if (n == GW_QUERY_MAX) {
+			snprintf(err, errlen, "more than %d query parameters",
+			         GW_QUERY_MAX);
+			return (-1);
+		}
+		if (gw_pct_decode(k, kl, true, a, &ps[n].key, &klen) != 0 ||
+		    gw_pct_decode(v, vl, true, a, &ps[n].val, &ps[n].vlen) !=
+		        0) {
 			snprintf(err, errlen, "malformed query string");
 			return (-1);
 		}
@@ -90,11 +101,37 @@ bind_query(const struct gw_croute *r, ProtobufCMessage *msg, const char *query,
 			snprintf(err, errlen, "empty query parameter name");
 			return (-1);
 		}
-		rv = cm_pbjson_set_field_text(r->in, msg, key, val, vlen, a,
-		                              err, errlen);
+		ps[n++].done = false;
+	}
+	vals = cm_arena_alloc(a, (n ? n : 1) * sizeof(*vals));
+	lens = cm_arena_alloc(a, (n ? n : 1) * sizeof(*lens));
+	/* Every value of one name at once: a repeated field is copied once. */
+	for (size_t i = 0; i < n; i++) {
+		size_t m = 0;
+		int rv;
+
+		if (ps[i].done)
+			continue;
+		for (size_t j = i; j < n; j++) {
+			if (ps[j].done || strcmp(ps[j].key, ps[i].key) != 0)
+				continue;
+			ps[j].done = true;
+			vals[m] = ps[j].val;
+			lens[m++] = ps[j].vlen;
+		}
+		if (m > GW_QUERY_REPEAT_MAX) {
+			snprintf(err, errlen,
+			         "more than %d values for query parameter "
+			         "\"%.64s\"",
+			         GW_QUERY_REPEAT_MAX, ps[i].key);
+			return (-1);
+		}
+		rv = cm_pbjson_add_field_texts(r->in, msg, ps[i].key, vals,
+		                               lens, m, a, err, errlen);
 		if (rv == -2) {
 			snprintf(err, errlen,
-			         "unknown query parameter \"%.64s\"", key);
+			         "unknown query parameter \"%.64s\"",
+			         ps[i].key);
 			return (-1);
 		}
 		if (rv != 0)
