@@ -196,7 +196,7 @@ gw_serve(void)
 	return (0);
 }
 
-/* `gateway token --user NAME [--ttl S] [--claim KEY=VALUE]...` */
+/* `gateway token --user NAME [--ttl S | --no-expiry] [--claim K=V]...` */
 static int
 gw_token_cmd(int argc, char **argv)
 {
@@ -204,17 +204,19 @@ gw_token_cmd(int argc, char **argv)
 	    {"user", required_argument, NULL, 'u'},
 	    {"ttl", required_argument, NULL, 't'},
 	    {"claim", required_argument, NULL, 'c'},
+	    {"no-expiry", no_argument, NULL, 'n'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *user = NULL, *keys[32], *values[32];
 	char *claims[32], *tok, *end, *eq;
 	long ttl = 86400;
+	bool ttl_set = false, no_expiry = false;
 	size_t n = 0, i;
 	int ch, rv = 1;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "u:t:c:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "u:t:c:nh", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'u':
 			user = optarg;
@@ -226,6 +228,10 @@ gw_token_cmd(int argc, char **argv)
 				        optarg);
 				goto out;
 			}
+			ttl_set = true;
+			break;
+		case 'n':
+			no_expiry = true;
 			break;
 		case 'c':
 			if (n == sizeof(keys) / sizeof(keys[0]) ||
@@ -243,16 +249,29 @@ gw_token_cmd(int argc, char **argv)
 			n++;
 			break;
 		case 'h':
-			printf("usage: gateway token --user NAME [--ttl S] "
-			       "[--claim KEY=VALUE]...\n"
+			printf("usage: gateway token --user NAME [--ttl S | "
+			       "--no-expiry] [--claim KEY=VALUE]...\n"
 			       "  prints an HS256 token signed with "
-			       "AUTH_JWT_SECRET; --ttl 0: no expiry\n");
+			       "AUTH_JWT_SECRET (1 day unless --ttl); a token\n"
+			       "  that never expires takes --no-expiry\n");
 			rv = 0;
 			goto out;
 		default:
 			goto out;
 		}
 	}
+	if (no_expiry && ttl_set) {
+		fprintf(stderr, "token: --ttl and --no-expiry exclude each "
+		                "other\n");
+		goto out;
+	}
+	if (ttl_set && ttl == 0) {
+		fprintf(stderr, "token: --ttl 0 would never expire; say "
+		                "--no-expiry if that is meant\n");
+		goto out;
+	}
+	if (no_expiry)
+		ttl = 0;
 	if (optind != argc || user == NULL || user[0] == '\0') {
 		fprintf(stderr, "usage: gateway token --user NAME [--ttl S] "
 		                "[--claim KEY=VALUE]...\n");
@@ -261,7 +280,9 @@ gw_token_cmd(int argc, char **argv)
 	tok = gw_jwt_sign(user, cm_now_s(), ttl, keys, values, n, jwt_secret(),
 	                  strlen(jwt_secret()));
 	if (tok == NULL) {
-		fprintf(stderr, "token: cannot sign (reserved claim name?)\n");
+		fprintf(stderr,
+		        "token: cannot sign (a user id is 1-64 of "
+		        "[A-Za-z0-9._@-]; a claim name is not reserved)\n");
 		goto out;
 	}
 	printf("%s\n", tok);
@@ -275,7 +296,7 @@ out:
 
 static const cm_cli_command commands[] = {
     {"token",
-     "token --user NAME [--ttl S] [--claim KEY=VALUE]...\n"
+     "token --user NAME [--ttl S | --no-expiry] [--claim KEY=VALUE]...\n"
      "                           print a signed HS256 token",
      gw_token_cmd},
     {NULL, NULL, NULL},

@@ -597,6 +597,25 @@ test_owner_stats(void **state)
 	h_resp_free(&r);
 	stats(&r, T.a_url, anon, NULL);
 	assert_int_equal(r.status, 200);
+	/* Every successful JSON GET: an ETag, revalidated with 304. */
+	{
+		char *etag = h_resp_header(&r, "etag"), inm[128], url[256];
+		char *cc = h_resp_header(&r, "cache-control");
+		const char *hdrs[] = {inm, NULL};
+		h_resp r2;
+
+		assert_non_null(etag);
+		assert_non_null(cc);
+		assert_string_equal(cc, "private, no-cache");
+		snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
+		snprintf(url, sizeof(url), "%s/api/v1/urls/%s", T.a_url, anon);
+		h_http(&r2, "GET", url, hdrs, NULL, 0);
+		assert_int_equal(r2.status, 304);
+		assert_int_equal(r2.body_len, 0);
+		h_resp_free(&r2);
+		free(etag);
+		free(cc);
+	}
 	h_resp_free(&r);
 	stats(&r, T.a_url, anon, T.auth_bob);
 	assert_int_equal(r.status, 200);
@@ -832,6 +851,24 @@ test_jwt_rejections(void **state)
 	h_http(&r, "POST", url, hdrs, body, strlen(body));
 	assert_int_equal(r.status, 401);
 	h_resp_free(&r);
+	/* A subject outside [A-Za-z0-9._@-]{1,64}, validly signed: 401. */
+	{
+		static const char *subs[] = {"a b", "x{y}", "../etc", "a:b"};
+
+		for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+			char *tok;
+
+			snprintf(payload, sizeof(payload), "{\"sub\":\"%s\"}",
+			         subs[i]);
+			tok = h_jwt(SECRET, "HS256", payload);
+			snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+			         tok);
+			h_http(&r, "POST", url, hdrs, body, strlen(body));
+			assert_error(&r, 401, "UNAUTHENTICATED");
+			h_resp_free(&r);
+			free(tok);
+		}
+	}
 }
 
 static void

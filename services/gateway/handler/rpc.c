@@ -4,10 +4,11 @@
  * (lib/transcode.c), the call goes to the route's upstream, and the reply
  * becomes JSON, or the HTTP error its status maps to.
  *
- * The browser and CDN levels of caching: a GW_RF_ETAG route's successful
- * reply carries a strong ETag (64-bit FNV-1a of the body) and a
- * Cache-Control that makes clients revalidate; a request whose
- * If-None-Match lists the tag (or "*") gets 304 with no body.
+ * The browser and CDN levels of caching: every successful JSON reply to a
+ * GET (or HEAD) carries a strong ETag (64-bit FNV-1a of the body) and
+ * "Cache-Control: private, no-cache", which makes clients revalidate; a
+ * request whose If-None-Match lists the tag (or "*") gets 304 with no
+ * body.
  *
  * A DELETE of a link (a GW_RF_DROP_CODE route) drops the code from this
  * gateway's redirect cache before the answer goes out: the shortener's
@@ -47,8 +48,7 @@ etag_respond(struct gw_req *rq, int status, const char *body, size_t len)
 	snprintf(tag, sizeof(tag), "\"%016llx\"",
 	         (unsigned long long) gw_fnv1a(GW_FNV_INIT, body, len));
 	gw_resp_header(rq, "ETag", tag);
-	gw_resp_header(rq, "Cache-Control",
-	               "private, max-age=0, must-revalidate");
+	gw_resp_header(rq, "Cache-Control", "private, no-cache");
 	if ((inm = gw_req_header_join(rq, "if-none-match", &ilen)) != NULL &&
 	    etag_listed(inm, ilen, tag)) {
 		gw_respond(rq, 304, NULL, NULL, 0);
@@ -84,7 +84,7 @@ rpc_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
 		gw_rcache_drop(code, clen);
 	if (status == 204)
 		gw_respond(rq, 204, NULL, NULL, 0);
-	else if (rt->def->flags & GW_RF_ETAG)
+	else if (rq->method == HTTP_GET || rq->method == HTTP_HEAD)
 		etag_respond(rq, status, json, jlen);
 	else
 		gw_respond(rq, status, "application/json", json, jlen);

@@ -158,9 +158,6 @@ enum gw_body {
 /* Route flags. */
 #define GW_RF_DROP_CODE                                                        \
 	0x1 /* on success, answer once {code} is out of the redirect cache */
-/* A cacheable GET: ETag (a hash of the body) and Cache-Control are set,
- * and a matching If-None-Match is answered 304. */
-#define GW_RF_ETAG 0x100
 /* {key} longer than GW_KEY_MAX bytes -> 413 before any call. */
 #define GW_RF_KEY_LIMIT 0x200
 #define GW_KEY_MAX      512
@@ -310,7 +307,12 @@ enum gw_jwt_err {
 	GW_JWT_EXPIRED,       /* now >= exp */
 	GW_JWT_NOT_YET_VALID, /* now < nbf */
 	GW_JWT_NO_SUBJECT,    /* sub missing, empty or not a string */
+	GW_JWT_BAD_SUBJECT,   /* sub not 1-64 of [A-Za-z0-9._@-] */
 };
+
+/* A user id (a token's sub): 1-64 characters of [A-Za-z0-9._@-]. */
+#define GW_USER_MAX 64
+bool gw_user_valid(const char *s, size_t len);
 
 const char *gw_jwt_strerror(int err);
 
@@ -334,7 +336,8 @@ struct gw_identity {
  * Verifies a compact JWT against an HS256 key.  The header's alg is checked
  * before anything else is trusted: only "HS256" is accepted.  The signature
  * is compared in constant time; exp and nbf (numbers, Unix seconds) are
- * checked against now; sub must be a non-empty string.  On GW_JWT_OK, *id
+ * checked against now; sub must be a valid user id (gw_user_valid); a
+ * token holding '=' (padding) is malformed.  On GW_JWT_OK, *id
  * is filled (strings from arena).  Returns a gw_jwt_err.
  */
 int gw_jwt_verify(const char *tok, size_t len, const void *key, size_t keylen,

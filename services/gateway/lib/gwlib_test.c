@@ -534,7 +534,40 @@ test_jwt_good(void **state)
 	assert_string_equal(id.user, "alice");
 	assert_string_equal(id.role, "admin");
 	assert_string_equal(id.tier, "pro");
+	{
+		/* The same token with "=" padding is refused. */
+		size_t n = strlen(tok);
+		char *padded = malloc(n + 2);
+
+		memcpy(padded, tok, n);
+		padded[n] = '=';
+		padded[n + 1] = '\0';
+		assert_int_equal(verify(padded, &id, &a), GW_JWT_MALFORMED);
+		free(padded);
+	}
 	free(tok);
+	/* 64 characters of the user id alphabet pass; 65 do not. */
+	{
+		char user[66];
+
+		memset(user, 'u', 65);
+		user[0] = 'A';
+		user[1] = '.';
+		user[2] = '@';
+		user[3] = '_';
+		user[4] = '-';
+		user[64] = '\0';
+		tok = gw_jwt_sign(user, (int64_t) time(NULL), 60, NULL, NULL, 0,
+		                  KEY, strlen(KEY));
+		assert_non_null(tok);
+		assert_int_equal(verify(tok, &id, &a), GW_JWT_OK);
+		assert_string_equal(id.user, user);
+		free(tok);
+		user[64] = 'u';
+		user[65] = '\0';
+		assert_null(gw_jwt_sign(user, 0, 60, NULL, NULL, 0, KEY, 3));
+		assert_null(gw_jwt_sign("a b", 0, 60, NULL, NULL, 0, KEY, 3));
+	}
 
 	/* Hand-made, no exp, non-string role ignored. */
 	tok = make_token("{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
@@ -588,6 +621,16 @@ test_jwt_rejections(void **state)
 	     GW_JWT_NO_SUBJECT},
 	    {"{\"alg\":\"HS256\"}", "{\"sub\":42}", KEY, true,
 	     GW_JWT_NO_SUBJECT},
+	    {"{\"alg\":\"HS256\"}", "{\"sub\":\"a b\"}", KEY, true,
+	     GW_JWT_BAD_SUBJECT},
+	    {"{\"alg\":\"HS256\"}", "{\"sub\":\"{tag}\"}", KEY, true,
+	     GW_JWT_BAD_SUBJECT},
+	    {"{\"alg\":\"HS256\"}", "{\"sub\":\"a/b\"}", KEY, true,
+	     GW_JWT_BAD_SUBJECT},
+	    {"{\"alg\":\"HS256\"}",
+	     "{\"sub\":\"0123456789012345678901234567890123456789012345678901"
+	     "2345678901234\"}",
+	     KEY, true, GW_JWT_BAD_SUBJECT},
 	    {"{\"alg\":\"HS256\"}", "{\"sub\":\"m\",\"exp\":\"never\"}", KEY,
 	     true, GW_JWT_MALFORMED},
 	    {"{\"alg\":\"HS256\"}", "[1,2]", KEY, true, GW_JWT_MALFORMED},
