@@ -93,6 +93,8 @@ config_load(void)
 	    "GATEWAY_MAX_BODY_BYTES", 1 << 20, 0, 1L << 30);
 	gw_net_cfg.idle_timeout_ms =
 	    cm_env_int("GATEWAY_IDLE_TIMEOUT_MS", 60000, 100, 86400000);
+	gw_net_cfg.write_timeout_ms =
+	    cm_env_int("GATEWAY_WRITE_TIMEOUT_MS", 30000, 100, 86400000);
 	gw_net_cfg.request_timeout_ms =
 	    cm_env_int("GATEWAY_REQUEST_TIMEOUT_MS", 10000, 100, 3600000);
 	gw_net_cfg.drain_timeout_ms =
@@ -319,6 +321,8 @@ static const cm_cli cli = {
         "  GATEWAY_MAX_BODY_BYTES     request body (1048576)\n"
         "  GATEWAY_IDLE_TIMEOUT_MS    keep-alive idle timeout (60000)\n"
         "  GATEWAY_REQUEST_TIMEOUT_MS time to receive a request (10000)\n"
+        "  GATEWAY_WRITE_TIMEOUT_MS   output that makes no progress "
+        "(30000)\n"
         "  GATEWAY_RPC_TIMEOUT_MS     upstream deadline (3000)\n"
         "  GATEWAY_RATELIMIT          check every request with the "
         "ratelimiter (1)\n"

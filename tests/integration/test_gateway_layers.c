@@ -54,6 +54,7 @@ suite_setup(void **state)
 	h_proc_env(&T.gw, "GATEWAY_RATELIMIT", "0");
 	h_proc_env(&T.gw, "GATEWAY_CACHE_BYTES", "0");
 	h_proc_env(&T.gw, "GATEWAY_ACCESS_LOG", "1");
+	h_proc_env(&T.gw, "GATEWAY_WRITE_TIMEOUT_MS", "1500");
 	/* Nothing listens there: these handlers call no service. */
 	h_proc_env(&T.gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d",
 	           h_free_port());
@@ -470,6 +471,43 @@ test_piecewise_head_and_chunked(void **state)
 	}
 }
 
+/*
+ * A client that stops reading: once its output makes no progress for
+ * GATEWAY_WRITE_TIMEOUT_MS (1.5 s here), the connection is closed, though
+ * it keeps sending (inbound bytes do not count as progress).
+ */
+static void
+test_stalled_reader_closed(void **state)
+{
+	const char req[] = "GET /_test/blob?size=1073741824 HTTP/1.1\r\n"
+	                   "Host: x\r\n\r\n";
+	static char buf[256 * 1024];
+	uint64_t got = 0;
+	int fd = tcp_connect();
+	int rcv = 4096;
+
+	(void) state;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	send_all(fd, req, sizeof(req) - 1);
+	for (int i = 0; i < 30; i++) {
+		/* Still talking, never reading. */
+		if (send(fd, "X", 1, MSG_NOSIGNAL) < 0)
+			break;
+		h_msleep(100);
+	}
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+
+		if (n <= 0)
+			break;
+		got += (uint64_t) n;
+	}
+	close(fd);
+	fprintf(stderr, "stalled reader: %llu bytes before the close\n",
+	        (unsigned long long) got);
+	assert_true(got < 64ULL * 1024 * 1024);
+}
+
 /* ---- what the edge refuses ---- */
 
 /* Sends req on a new connection; the answer until the peer closes. */
@@ -658,6 +696,7 @@ main(void)
 	    cmocka_unit_test(test_streamed_body_bounded_memory),
 	    cmocka_unit_test(test_piecewise_head_and_chunked),
 	    cmocka_unit_test(test_piecewise_response_bounded_memory),
+	    cmocka_unit_test(test_stalled_reader_closed),
 	    cmocka_unit_test(test_versions_and_framing),
 	    cmocka_unit_test(test_heads_promising_bodies),
 	    cmocka_unit_test(test_connection_caps),

@@ -571,8 +571,12 @@ gw_conn_tick(struct gw_conn *c, int64_t now)
 			gw_conn_close(c);
 		return;
 	}
-	if (c->writing && now - c->write_ms >= gw_net_cfg.idle_timeout_ms) {
-		/* No write progress for that long: a reader that stopped. */
+	if (c->writing && now - c->write_ms >= gw_net_cfg.write_timeout_ms) {
+		/*
+		 * No write progress for that long: a reader that stopped.
+		 * Progress, not completion: a long download read at a modest
+		 * rate goes on.
+		 */
 		gw_conn_close(c);
 		return;
 	}

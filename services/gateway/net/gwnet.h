@@ -54,6 +54,7 @@ struct gw_net_config {
 	size_t max_headers;      /* header lines; over it 431 */
 	uint64_t max_body_bytes; /* default rq->max_body */
 	int64_t idle_timeout_ms;
+	int64_t write_timeout_ms;   /* output with no write progress */
 	int64_t request_timeout_ms; /* to receive a whole request */
 	int64_t drain_timeout_ms;
 	size_t max_conns;              /* open connections, all loops */
