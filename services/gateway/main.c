@@ -91,6 +91,8 @@ config_load(void)
 	    (size_t) cm_env_int("GATEWAY_MAX_HEADERS", 100, 1, 10000);
 	gw_net_cfg.max_body_bytes = (uint64_t) cm_env_int(
 	    "GATEWAY_MAX_BODY_BYTES", 1 << 20, 0, 1L << 30);
+	gw_net_cfg.body_budget = (uint64_t) cm_env_int(
+	    "GATEWAY_BODY_BUDGET_BYTES", 256L << 20, 1024, 1L << 40);
 	gw_net_cfg.idle_timeout_ms =
 	    cm_env_int("GATEWAY_IDLE_TIMEOUT_MS", 60000, 100, 86400000);
 	gw_net_cfg.write_timeout_ms =
@@ -314,6 +316,9 @@ static const cm_cli cli = {
         "  GATEWAY_THREADS            event loops (number of CPUs)\n"
         "  GATEWAY_MAX_HEADER_BYTES   request line + headers (16384)\n"
         "  GATEWAY_MAX_HEADERS        header lines per request (100)\n"
+        "  GATEWAY_BODY_BUDGET_BYTES  buffered request bodies in flight, "
+        "all\n"
+        "                             requests; over it 503 (268435456)\n"
         "  GATEWAY_MAX_CONNS          open connections (16384)\n"
         "  GATEWAY_MAX_CONNS_PER_ADDR  per client address; trusted "
         "proxies\n"

@@ -686,6 +686,76 @@ test_connection_caps(void **state)
 	assert_int_equal(h_proc_stop(gw, 10000), 0);
 }
 
+/*
+ * Buffered bodies in flight are bounded for the whole gateway: with a
+ * 100 kB budget, a second upload that would pass it gets 503 (and the
+ * first goes on); once the first is over there is room again.
+ */
+static void
+test_body_budget(void **state)
+{
+	h_proc *gw = &T.caps;
+	int port = h_free_port(), a, b, code = 0;
+	char head[256], buf[4096], url[128];
+	static char body[80000];
+
+	(void) state;
+	h_proc_free(gw); /* test_connection_caps' */
+	memset(gw, 0, sizeof(*gw));
+	gw->name = "gateway-budget";
+	gw->bin = T.gw_bin;
+	h_proc_env(gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
+	h_proc_env(gw, "GATEWAY_THREADS", "2");
+	h_proc_env(gw, "GATEWAY_RATELIMIT", "0");
+	h_proc_env(gw, "GATEWAY_CACHE_BYTES", "0");
+	h_proc_env(gw, "GATEWAY_BODY_BUDGET_BYTES", "100000");
+	h_proc_env(gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d", h_free_port());
+	h_proc_start(gw);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_test/headers", port);
+	for (int i = 0; i < 100 && code != 200; i++) {
+		h_resp r;
+
+		h_http(&r, "GET", url, NULL, NULL, 0);
+		code = (int) r.status;
+		h_resp_free(&r);
+		if (code != 200)
+			h_msleep(50);
+	}
+	assert_int_equal(code, 200);
+	memset(body, ' ', sizeof(body));
+	snprintf(head, sizeof(head),
+	         "POST /api/v1/urls HTTP/1.1\r\nHost: x\r\n"
+	         "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+	         "\r\n",
+	         sizeof(body));
+	a = tcp_connect_from("127.0.0.1", port);
+	send_all(a, head, strlen(head));
+	send_all(a, body, 70000);
+	h_msleep(200);
+	b = tcp_connect_from("127.0.0.1", port);
+	send_all(b, head, strlen(head));
+	send(b, body, 40000, MSG_NOSIGNAL);
+	recv_until(b, buf, sizeof(buf), "}}", 3000);
+	close(b);
+	assert_non_null(strstr(buf, "HTTP/1.1 503 "));
+	assert_non_null(strstr(buf, "bodies in flight"));
+	/* The first completes (its answer is the shortener's absence). */
+	send_all(a, body, sizeof(body) - 70000);
+	recv_until(a, buf, sizeof(buf), "}}", 5000);
+	close(a);
+	assert_non_null(strstr(buf, "HTTP/1.1 "));
+	assert_null(strstr(buf, "bodies in flight"));
+	/* And its bytes are given back. */
+	h_msleep(100);
+	b = tcp_connect_from("127.0.0.1", port);
+	send_all(b, head, strlen(head));
+	send_all(b, body, sizeof(body));
+	recv_until(b, buf, sizeof(buf), "}}", 5000);
+	close(b);
+	assert_null(strstr(buf, "bodies in flight"));
+	assert_int_equal(h_proc_stop(gw, 10000), 0);
+}
+
 int
 main(void)
 {
@@ -700,6 +770,7 @@ main(void)
 	    cmocka_unit_test(test_versions_and_framing),
 	    cmocka_unit_test(test_heads_promising_bodies),
 	    cmocka_unit_test(test_connection_caps),
+	    cmocka_unit_test(test_body_budget),
 	};
 
 	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));

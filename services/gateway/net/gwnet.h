@@ -53,6 +53,7 @@ struct gw_net_config {
 	size_t max_header_bytes; /* request line + headers; over it 431 */
 	size_t max_headers;      /* header lines; over it 431 */
 	uint64_t max_body_bytes; /* default rq->max_body */
+	uint64_t body_budget;    /* buffered body bytes, all requests */
 	int64_t idle_timeout_ms;
 	int64_t write_timeout_ms;   /* output with no write progress */
 	int64_t request_timeout_ms; /* to receive a whole request */
@@ -308,6 +309,7 @@ struct gw_req {
 	/* the body: buffered (GW_BODY_BUFFER), or bytes seen so far */
 	struct gw_str body;
 	uint64_t body_seen;
+	uint64_t body_held; /* of the global budget (buffered bytes) */
 
 	/* the response */
 	int status;

@@ -32,6 +32,7 @@
  * A response in pieces gets its proceed callback only when everything
  * queued has been written, so a slow reader holds one piece, not the file.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,35 @@ struct h1 {
 };
 
 static void h1_run(struct h1 *h, const char *data, size_t len);
+
+/*
+ * Buffered request bodies in flight, all loops: bounded by
+ * GATEWAY_BODY_BUDGET_BYTES, so that many slow uploads at once cannot
+ * hold the gateway's memory (a body is allocated as it arrives, never
+ * from its Content-Length; over the budget: 503).
+ */
+static atomic_uint_fast64_t bodies_held;
+
+static bool
+body_reserve(struct gw_req *rq, size_t len)
+{
+	uint64_t was = atomic_fetch_add(&bodies_held, len);
+
+	if (was + len > gw_net_cfg.body_budget) {
+		atomic_fetch_sub(&bodies_held, len);
+		return (false);
+	}
+	rq->body_held += len;
+	return (true);
+}
+
+static void
+body_release(struct gw_req *rq)
+{
+	if (rq->body_held > 0)
+		atomic_fetch_sub(&bodies_held, rq->body_held);
+	rq->body_held = 0;
+}
 
 static struct h1 *
 h1_of(const struct gw_req *rq)
@@ -113,6 +143,7 @@ h1_req_end(struct h1 *h)
 		return;
 	if (rq->start_us != 0)
 		gw_app->on_end(rq);
+	body_release(rq);
 	/*
 	 * The struct stays as it is (finished, responded) until the next
 	 * request begins, so a caller that checks rq->finished after a call
@@ -366,6 +397,10 @@ on_body(http_parser *p, const char *at, size_t len)
 		return (0);
 	switch (rq->body_mode) {
 	case GW_BODY_BUFFER:
+		if (!body_reserve(rq, len)) {
+			h1_refuse(h, 503, "too many request bodies in flight");
+			return (-1);
+		}
 		gw_str_append(&rq->body, &h->arena, at, len);
 		break;
 	case GW_BODY_STREAM:
@@ -681,6 +716,7 @@ h1_close(struct gw_conn *c, void *state)
 			h->req.status = 499;
 		gw_app->on_end(&h->req);
 	}
+	body_release(&h->req);
 	h->in_req = false;
 	cm_arena_fini(&h->arena);
 	gw_buf_free(&h->pending);
