@@ -1020,6 +1020,41 @@ test_healthz_and_metrics(void **state)
  * shortener's namespace: it serves hits, listens on the engine's channel
  * only, and a delete made by the shortener drops its copy.
  */
+/*
+ * /healthz costs the services at most one Health.Check a second however
+ * often it is asked (the cache service is not running here: its calls
+ * fail at once, and are counted all the same).
+ */
+#define REFRESH_WAIT_MS 1100
+
+static void
+test_healthz_is_cheap(void **state)
+{
+	const char *name =
+	    "gateway_upstream_duration_seconds_count{upstream=\"cache\"}";
+	char url[128];
+	long long c0, c1;
+	int64_t t0 = cm_mono_ms();
+
+	(void) state;
+	snprintf(url, sizeof(url), "%s/healthz", T.a_url);
+	h_msleep(REFRESH_WAIT_MS); /* what earlier tests fetched is stale */
+	t0 = cm_mono_ms();
+	c0 = h_metric(T.a_url, name);
+	for (int i = 0; i < 40; i++) {
+		h_resp r;
+
+		h_http(&r, "GET", url, NULL, NULL, 0);
+		assert_int_equal(r.status, 200);
+		h_resp_free(&r);
+	}
+	c1 = h_metric(T.a_url, name);
+	fprintf(stderr, "40 /healthz in %lld ms: %lld Health.Check calls\n",
+	        (long long) (cm_mono_ms() - t0), c1 - c0);
+	/* One refresh (asked by the first), then one a second at most. */
+	assert_in_range(c1 - c0, 1, 1 + (cm_mono_ms() - t0) / 1000 + 1);
+}
+
 static void
 test_redirect_cache_shares_engine(void **state)
 {
@@ -1202,6 +1237,7 @@ main(void)
 	    cmocka_unit_test(test_request_id),
 	    cmocka_unit_test(test_pipelining_and_expect),
 	    cmocka_unit_test(test_healthz_and_metrics),
+	    cmocka_unit_test(test_healthz_is_cheap),
 	    cmocka_unit_test(test_redirect_cache_shares_engine),
 	    cmocka_unit_test(test_redis_down_redirects_served),
 	    cmocka_unit_test(test_shortener_down_503),
