@@ -936,6 +936,71 @@ test_ipv6_per_64(void **state)
 	assert_int_equal(count_ok("/hdr-4", "10.22.0.2", NULL, 4), 3);
 }
 
+/* One anonymous link creation from ip at path; its status. */
+static long
+create_at(const char *path, const char *ip)
+{
+	char url[256], xff[64];
+	const char *hdrs[] = {xff, "Content-Type: application/json", NULL};
+	const char *body = "{\"long_url\":\"https://e.com/slash\"}";
+	h_resp r;
+	long status;
+
+	snprintf(url, sizeof(url), "%s%s", T.a_url, path);
+	snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", ip);
+	h_http(&r, "POST", url, hdrs, body, strlen(body));
+	status = r.status;
+	h_resp_free(&r);
+	return (status);
+}
+
+/*
+ * The shipped rules, as a client would try to dodge them: create-anon
+ * (10 a minute per address) counts "/api/v1/urls" and "/api/v1/urls/"
+ * alike, since the limiter sees the path the router matches; a doubled
+ * slash or an encoded one is no route at all (404), never a way around.
+ */
+static void
+test_shipped_rules_path_forms(void **state)
+{
+	const char *file = getenv("SHIPPED_RULES");
+	FILE *f;
+	char *text;
+	long n, created = 0, limited = 0;
+
+	(void) state;
+	assert_non_null(file);
+	assert_non_null(f = fopen(file, "r"));
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	text = malloc((size_t) n + 1);
+	assert_int_equal(fread(text, 1, (size_t) n, f), (size_t) n);
+	text[n] = '\0';
+	fclose(f);
+	write_rules(text);
+	kill(T.rl_a.pid, SIGHUP);
+	kill(T.rl_b.pid, SIGHUP);
+	h_msleep(2200); /* every gateway loop has the shipped rules */
+	for (int i = 0; i < 14; i++) {
+		long st = create_at(i % 2 ? "/api/v1/urls/" : "/api/v1/urls",
+		                    "10.23.0.1");
+
+		created += st == 201;
+		limited += st == 429;
+	}
+	assert_int_equal(created, 10);
+	assert_int_equal(limited, 4);
+	assert_int_equal(create_at("/api/v1//urls", "10.23.0.2"), 404);
+	assert_int_equal(create_at("/api/v1/urls%2F", "10.23.0.2"), 404);
+	assert_int_equal(create_at("/api%2Fv1/urls", "10.23.0.2"), 404);
+	write_rules(rules_text);
+	kill(T.rl_a.pid, SIGHUP);
+	kill(T.rl_b.pid, SIGHUP);
+	h_msleep(2200);
+	free(text);
+}
+
 /* A rule added by a reload binds in the gateway within 2 s. */
 static void
 test_reload_binds_within_2s(void **state)
@@ -1104,6 +1169,7 @@ main(void)
 	    cmocka_unit_test(test_local_fast_paths),
 	    cmocka_unit_test(test_ipv6_per_64),
 	    cmocka_unit_test(test_reload_binds_within_2s),
+	    cmocka_unit_test(test_shipped_rules_path_forms),
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_redis_down),
 	    cmocka_unit_test(test_ratelimiter_down),
