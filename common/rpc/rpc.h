@@ -103,7 +103,7 @@ typedef struct cm_health_dep {
 } cm_health_dep;
 
 typedef struct cm_rpc_server_config {
-	const char *url;                /* e.g. "tcp://0.0.0.0:7001" */
+	const char *url;                /* e.g. "tcp://127.0.0.1:7001" */
 	const cm_rpc_service *services; /* array of nservices */
 	size_t nservices;
 	int nworkers; /* worker threads (contexts) */
@@ -123,6 +123,17 @@ typedef struct cm_rpc_server cm_rpc_server;
 
 /* Listens and starts the workers.  0, or an NNG error (nng_strerror). */
 int cm_rpc_server_start(cm_rpc_server **out, const cm_rpc_server_config *cfg);
+
+/*
+ * Whether a server may listen on url: a plain "tcp://" listener on an
+ * address other than loopback serves anyone who can reach it (callers'
+ * user ids and roles are believed), so it is refused unless allow_remote
+ * (RPC_ALLOW_PLAIN_REMOTE=1, for a private network such as compose's).
+ * Returns 0, or -1 with the reason in err.  cm_rpc_server_start applies
+ * it with the environment's setting.
+ */
+int cm_rpc_listen_check(const char *url, bool allow_remote, char *err,
+                        size_t errlen);
 /* Stops receiving, lets handlers in progress finish, frees everything. */
 void cm_rpc_server_stop(cm_rpc_server *s);
 

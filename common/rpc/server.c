@@ -30,6 +30,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "config.h"
 #include "health.pb-c.h"
 #include "internal.h"
 #include "log.h"
@@ -399,10 +400,47 @@ methods_build(cm_rpc_server *s)
 }
 
 int
+cm_rpc_listen_check(const char *url, bool allow_remote, char *err,
+                    size_t errlen)
+{
+	const char *host, *end;
+	size_t len;
+
+	if (strncmp(url, "tcp://", 6) != 0 || allow_remote)
+		return (0); /* ipc://, inproc://, tls+tcp:// */
+	host = url + 6;
+	if (host[0] == '[') {
+		end = strchr(host, ']');
+		host++;
+	} else {
+		end = strrchr(host, ':');
+	}
+	len = end != NULL ? (size_t) (end - host) : strlen(host);
+	if ((len == 9 && strncmp(host, "localhost", 9) == 0) ||
+	    (len == 3 && strncmp(host, "::1", 3) == 0) ||
+	    (len >= 4 && strncmp(host, "127.", 4) == 0))
+		return (0);
+	snprintf(err, errlen,
+	         "%s is a plain tcp:// listener on an address other than "
+	         "loopback: anyone who reaches it is believed; bind 127.0.0.1, "
+	         "or set RPC_ALLOW_PLAIN_REMOTE=1 on a private network",
+	         url);
+	return (-1);
+}
+
+int
 cm_rpc_server_start(cm_rpc_server **out, const cm_rpc_server_config *cfg)
 {
 	cm_rpc_server *s;
+	char why[256];
 	int rv;
+
+	if (cm_rpc_listen_check(cfg->url,
+	                        cm_env_bool("RPC_ALLOW_PLAIN_REMOTE", false),
+	                        why, sizeof(why)) != 0) {
+		log_warnx("event=listen err=\"%s\"", why);
+		return (NNG_EPERM);
+	}
 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return (NNG_ENOMEM);

@@ -24,7 +24,7 @@
 #include "util.h"
 
 static const char env_help[] =
-    "  CACHE_LISTEN               address to serve (tcp://0.0.0.0:7003)\n"
+    "  CACHE_LISTEN               address to serve (tcp://127.0.0.1:7003)\n"
     "  CACHE_ADDR                 address `health` probes "
     "(tcp://127.0.0.1:7003)\n"
     "  CACHE_WORKERS              worker threads (2: requests are L1\n"
@@ -83,7 +83,7 @@ serve(void)
 	int64_t deadline;
 
 	log_init("cache");
-	listen = cm_env_str("CACHE_LISTEN", "tcp://0.0.0.0:7003");
+	listen = cm_env_str("CACHE_LISTEN", "tcp://127.0.0.1:7003");
 	workers = (int) cm_env_int("CACHE_WORKERS", 2, 1, 1024);
 	redis_url = cm_env_str("REDIS_URL", "redis://127.0.0.1:6379");
 	prefix = cm_env_str("CACHE_PREFIX", "cache");

@@ -30,7 +30,7 @@
 #define RL_INSTALLED_RULES "/etc/backends/ratelimit-rules.yaml"
 
 static const char env_help[] =
-    "  RATELIMITER_LISTEN           address to serve (tcp://0.0.0.0:7002)\n"
+    "  RATELIMITER_LISTEN           address to serve (tcp://127.0.0.1:7002)\n"
     "  RATELIMITER_ADDR             address `health` probes "
     "(tcp://127.0.0.1:7002)\n"
     "  RATELIMITER_WORKERS          worker threads, each with its own "
@@ -141,7 +141,7 @@ serve(void)
 	int rv, sig, workers;
 
 	log_init("ratelimiter");
-	listen = cm_env_str("RATELIMITER_LISTEN", "tcp://0.0.0.0:7002");
+	listen = cm_env_str("RATELIMITER_LISTEN", "tcp://127.0.0.1:7002");
 	workers = (int) cm_env_int("RATELIMITER_WORKERS", 16, 1, 1024);
 	app.redis_timeout_ms =
 	    (int) cm_env_int("RATELIMITER_REDIS_TIMEOUT_MS", 10, 1, 10000);

@@ -41,7 +41,7 @@
 #define MIGRATE_WAIT_S   60
 
 static const char env_help[] =
-    "  SHORTENER_LISTEN            address to serve (tcp://0.0.0.0:7001)\n"
+    "  SHORTENER_LISTEN            address to serve (tcp://127.0.0.1:7001)\n"
     "  SHORTENER_ADDR              address `health` probes "
     "(tcp://127.0.0.1:7001)\n"
     "  SHORTENER_WORKERS           worker threads, each with its own\n"
@@ -296,7 +296,7 @@ serve(void)
 
 	log_init("shortener");
 	memset(&c, 0, sizeof(c));
-	listen = cm_env_str("SHORTENER_LISTEN", "tcp://0.0.0.0:7001");
+	listen = cm_env_str("SHORTENER_LISTEN", "tcp://127.0.0.1:7001");
 	workers = (int) cm_env_int("SHORTENER_WORKERS", 32, 1, 1024);
 	batch = cm_env_int("SHORTENER_INSERT_BATCH", 256, 0, 10000);
 	mode = cm_env_str("SHORTENER_CODE_MODE", "sequential");

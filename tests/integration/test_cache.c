@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -754,6 +755,47 @@ suite_teardown(void **state)
 	return (0);
 }
 
+/*
+ * A plain tcp:// listener on an address other than loopback is refused at
+ * start-up (the service exits at once, saying why), unless the operator
+ * says the network is private (RPC_ALLOW_PLAIN_REMOTE=1, as compose does).
+ */
+static void
+test_plain_remote_listener_refused(void **state)
+{
+	h_proc p;
+	int port = h_free_port(), status = -1;
+	char addr[64];
+
+	(void) state;
+	for (int allow = 0; allow <= 1; allow++) {
+		memset(&p, 0, sizeof(p));
+		p.name = allow ? "cache-allowed" : "cache-refused";
+		p.bin = T.cache_bin;
+		h_proc_env(&p, "CACHE_LISTEN", "tcp://0.0.0.0:%d", port);
+		h_proc_env(&p, "REDIS_URL", "%s", T.redis.url);
+		if (allow)
+			h_proc_env(&p, "RPC_ALLOW_PLAIN_REMOTE", "1");
+		h_proc_start(&p);
+		if (!allow) {
+			for (int i = 0; i < 100; i++) {
+				if (waitpid(p.pid, &status, WNOHANG) == p.pid)
+					break;
+				h_msleep(50);
+			}
+			assert_true(WIFEXITED(status) &&
+			            WEXITSTATUS(status) != 0);
+			p.pid = 0;
+		} else {
+			snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d",
+			         port);
+			assert_true(h_wait_healthy(T.cache_bin, addr, 20000));
+			assert_int_equal(h_proc_stop(&p, 5000), 0);
+		}
+		h_proc_free(&p);
+	}
+}
+
 int
 main(void)
 {
@@ -769,6 +811,7 @@ main(void)
 	    cmocka_unit_test(test_service_invalidation),
 	    cmocka_unit_test(test_http_admin_api),
 	    cmocka_unit_test(test_service_restart_warms),
+	    cmocka_unit_test(test_plain_remote_listener_refused),
 	};
 
 	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));

@@ -385,6 +385,41 @@ test_health_probe(void **state)
 	    cm_cli_rpc_health("ipc:///tmp/cm_rpc_test_nobody.sock", 200), 2);
 }
 
+static void
+test_listen_check(void **state)
+{
+	static const struct {
+		const char *url;
+		bool allow, ok;
+	} cases[] = {
+	    {"tcp://127.0.0.1:7001", false, true},
+	    {"tcp://127.1.2.3:7001", false, true},
+	    {"tcp://localhost:7001", false, true},
+	    {"tcp://[::1]:7001", false, true},
+	    {"tcp://0.0.0.0:7001", false, false},
+	    {"tcp://*:7001", false, false},
+	    {"tcp://:7001", false, false},
+	    {"tcp://10.0.0.5:7001", false, false},
+	    {"tcp://[::]:7001", false, false},
+	    {"tcp://shortener:7001", false, false},
+	    {"tcp://0.0.0.0:7001", true, true},
+	    {"ipc:///tmp/x.sock", false, true},
+	    {"inproc://x", false, true},
+	    {"tls+tcp://0.0.0.0:7001", false, true},
+	};
+	char err[256];
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		if ((cm_rpc_listen_check(cases[i].url, cases[i].allow, err,
+		                         sizeof(err)) == 0) != cases[i].ok)
+			fail_msg("%s: %s", cases[i].url, err);
+		if (!cases[i].ok)
+			assert_non_null(strstr(err, "RPC_ALLOW_PLAIN_REMOTE"));
+	}
+}
+
 int
 main(void)
 {
@@ -400,6 +435,7 @@ main(void)
 	    cmocka_unit_test(test_no_server_fails_fast),
 	    cmocka_unit_test(test_connection_lost_fails_fast),
 	    cmocka_unit_test(test_health_probe),
+	    cmocka_unit_test(test_listen_check),
 	};
 
 	return (cmocka_run_group_tests(tests, group_setup, group_teardown));
