@@ -964,7 +964,7 @@ cm_pbjson_add_field_texts(const ProtobufCMessageDescriptor *desc,
 	const ProtobufCFieldDescriptor *f;
 	struct pbj_dec d;
 	union pbj_value tmp;
-	char *base = (char *) msg, *arr, *old;
+	char *base = (char *) msg, *arr, *old, *vals;
 	size_t n, size;
 
 	if (msg == NULL || msg->descriptor != desc)
@@ -979,41 +979,32 @@ cm_pbjson_add_field_texts(const ProtobufCMessageDescriptor *desc,
 	}
 	pbj_path_field(&d, f->name);
 	size = pbj_type_size(f->type);
+	if (nvalues == 0)
+		return (0);
+	/* Every value parsed first: msg changes only if all are good. */
+	vals = cm_arena_alloc(arena, nvalues * size);
+	for (size_t i = 0; i < nvalues; i++) {
+		if (values[i] == NULL && lens[i] != 0)
+			return (pbj_err(&d, "no value"));
+		memset(&tmp, 0, sizeof(tmp));
+		if (pbj_text_value(&d, f, values[i] != NULL ? values[i] : "",
+		                   lens[i], &tmp, 0) != 0)
+			return (-1);
+		memcpy(vals + i * size, &tmp, size);
+	}
 	if (f->label != PROTOBUF_C_LABEL_REPEATED) {
-		for (size_t i = 0; i < nvalues; i++) {
-			const char *value = values[i] != NULL ? values[i] : "";
-
-			if (values[i] == NULL && lens[i] != 0)
-				return (pbj_err(&d, "no value"));
-			memset(&tmp, 0, sizeof(tmp));
-			if (pbj_text_value(&d, f, value, lens[i], &tmp, 0) != 0)
-				return (-1);
-		}
-		if (nvalues > 0) {
-			memcpy(base + f->offset, &tmp, size);
-			pbj_set_present(f, msg);
-		}
+		memcpy(base + f->offset, vals + (nvalues - 1) * size, size);
+		pbj_set_present(f, msg);
 		return (0);
 	}
 	memcpy(&n, base + f->quantifier_offset, sizeof(n));
 	memcpy(&old, base + f->offset, sizeof(old));
-	if (nvalues == 0)
-		return (0);
 	if (n >= SIZE_MAX / size - nvalues)
 		return (pbj_err(&d, "array too long"));
 	arr = cm_arena_alloc(arena, (n + nvalues) * size);
 	if (n > 0)
 		memcpy(arr, old, n * size);
-	for (size_t i = 0; i < nvalues; i++) {
-		const char *value = values[i] != NULL ? values[i] : "";
-
-		if (values[i] == NULL && lens[i] != 0)
-			return (pbj_err(&d, "no value"));
-		memset(&tmp, 0, sizeof(tmp));
-		if (pbj_text_value(&d, f, value, lens[i], &tmp, 0) != 0)
-			return (-1);
-		memcpy(arr + (n + i) * size, &tmp, size);
-	}
+	memcpy(arr + n * size, vals, nvalues * size);
 	n += nvalues;
 	memcpy(base + f->quantifier_offset, &n, sizeof(n));
 	memcpy(base + f->offset, &arr, sizeof(arr));

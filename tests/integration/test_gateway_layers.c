@@ -591,6 +591,39 @@ test_heads_promising_bodies(void **state)
 	assert_true(rss - rss0 < 32 * 1024);
 }
 
+/*
+ * Starts T.caps, a gateway-test of a test's own on port, with the extra
+ * environment already in T.caps (h_proc_env), and waits until it serves.
+ */
+static void
+extra_gateway(const char *name, int port)
+{
+	h_proc *gw = &T.caps;
+	char url[128];
+	int code = 0;
+
+	gw->name = name;
+	gw->bin = T.gw_bin;
+	h_proc_env(gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
+	h_proc_env(gw, "GATEWAY_THREADS", "2");
+	h_proc_env(gw, "GATEWAY_RATELIMIT", "0");
+	h_proc_env(gw, "GATEWAY_CACHE_BYTES", "0");
+	h_proc_env(gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d", h_free_port());
+	h_proc_start(gw);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_test/headers", port);
+	for (int i = 0; i < 100 && code != 200; i++) {
+		h_resp r;
+
+		h_http(&r, "GET", url, NULL, NULL, 0);
+		code = (int) r.status;
+		h_resp_free(&r);
+		if (code != 200)
+			h_msleep(50);
+	}
+	assert_int_equal(code, 200);
+	h_msleep(100); /* the probes' connections are closed */
+}
+
 /* Caps per client address and per process: a 503 and a close. */
 static int
 tcp_connect_from(const char *src, int port)
@@ -626,34 +659,14 @@ static void
 test_connection_caps(void **state)
 {
 	h_proc *gw = &T.caps;
-	int port = h_free_port(), fds[8], n = 0, fd, code;
+	int port = h_free_port(), fds[8], n = 0, fd;
 	char buf[4096];
 
 	(void) state;
-	gw->name = "gateway-caps";
-	gw->bin = T.gw_bin;
-	h_proc_env(gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
-	h_proc_env(gw, "GATEWAY_THREADS", "2");
-	h_proc_env(gw, "GATEWAY_RATELIMIT", "0");
-	h_proc_env(gw, "GATEWAY_CACHE_BYTES", "0");
 	h_proc_env(gw, "GATEWAY_MAX_CONNS", "6");
 	h_proc_env(gw, "GATEWAY_MAX_CONNS_PER_ADDR", "3");
 	h_proc_env(gw, "TRUSTED_PROXIES", "127.0.0.9");
-	h_proc_env(gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d", h_free_port());
-	h_proc_start(gw);
-	snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/_test/headers", port);
-	for (int i = 0; i < 100; i++) {
-		h_resp r;
-
-		h_http(&r, "GET", buf, NULL, NULL, 0);
-		code = (int) r.status;
-		h_resp_free(&r);
-		if (code == 200)
-			break;
-		h_msleep(50);
-	}
-	assert_int_equal(code, 200);
-	h_msleep(100); /* the probes' connections are closed */
+	extra_gateway("gateway-caps", port);
 	/* Three from one address are served, the fourth refused. */
 	for (int i = 0; i < 3; i++) {
 		fds[n] = tcp_connect_from("127.0.0.2", port);
@@ -695,33 +708,15 @@ static void
 test_body_budget(void **state)
 {
 	h_proc *gw = &T.caps;
-	int port = h_free_port(), a, b, code = 0;
-	char head[256], buf[4096], url[128];
+	int port = h_free_port(), a, b;
+	char head[256], buf[4096];
 	static char body[80000];
 
 	(void) state;
 	h_proc_free(gw); /* test_connection_caps' */
 	memset(gw, 0, sizeof(*gw));
-	gw->name = "gateway-budget";
-	gw->bin = T.gw_bin;
-	h_proc_env(gw, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
-	h_proc_env(gw, "GATEWAY_THREADS", "2");
-	h_proc_env(gw, "GATEWAY_RATELIMIT", "0");
-	h_proc_env(gw, "GATEWAY_CACHE_BYTES", "0");
 	h_proc_env(gw, "GATEWAY_BODY_BUDGET_BYTES", "100000");
-	h_proc_env(gw, "SHORTENER_ADDR", "tcp://127.0.0.1:%d", h_free_port());
-	h_proc_start(gw);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_test/headers", port);
-	for (int i = 0; i < 100 && code != 200; i++) {
-		h_resp r;
-
-		h_http(&r, "GET", url, NULL, NULL, 0);
-		code = (int) r.status;
-		h_resp_free(&r);
-		if (code != 200)
-			h_msleep(50);
-	}
-	assert_int_equal(code, 200);
+	extra_gateway("gateway-budget", port);
 	memset(body, ' ', sizeof(body));
 	snprintf(head, sizeof(head),
 	         "POST /api/v1/urls HTTP/1.1\r\nHost: x\r\n"
