@@ -96,6 +96,14 @@ service_json(const struct health_result *res, bool *up)
 	return (svc);
 }
 
+static bool
+unreachable(json_t *svc)
+{
+	const char *st = json_string_value(json_object_get(svc, "status"));
+
+	return (st == NULL || strcmp(st, "UNREACHABLE") == 0);
+}
+
 /*
  * Answers from svc[] / up[] (owned by the caller), each upstream's
  * connection state read now: one with no server connected is UNREACHABLE
@@ -113,16 +121,19 @@ health_respond(struct gw_req *rq, json_t **svc, const bool *up)
 		json_t *s = svc[i];
 		bool ok = up[i];
 
-		if (cm_rpc_client_connected(gw_upstreams[i].client) == 0) {
+		if (s == NULL ||
+		    cm_rpc_client_connected(gw_upstreams[i].client) == 0) {
+			const char *why =
+			    s == NULL ? "out of memory" : "no server connected";
+
 			json_decref(s);
 			s = json_pack("{s:s, s:s}", "status", "UNREACHABLE",
-			              "error", "no server connected");
+			              "error", why);
 			ok = false;
 		}
-		if (!ok &&
-		    (!gw_upstreams[i].soft ||
-		     strcmp(json_string_value(json_object_get(s, "status")),
-		            "UNREACHABLE") != 0))
+		/* A soft upstream out of reach is shown; one that answers
+		 * NOT_SERVING counts. */
+		if (!ok && (!gw_upstreams[i].soft || !unreachable(s)))
 			all = false;
 		json_object_set_new(services, gw_upstreams[i].name, s);
 		svc[i] = NULL;
