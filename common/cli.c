@@ -83,7 +83,7 @@ cm_cli_rpc_health(const char *addr, int timeout_ms)
 	int64_t deadline = cm_now_ms() + timeout_ms;
 	int rv, code;
 
-	if ((rv = cm_rpc_client_open(&c, addr)) != 0) {
+	if ((rv = cm_rpc_client_open_peer(&c, addr, cm_rpc_name())) != 0) {
 		fprintf(stderr, "health: %s: %s\n", addr, nng_strerror(rv));
 		return (PROBE_BAD_ARGS);
 	}
@@ -227,6 +227,7 @@ int
 cm_cli_main(const cm_cli *cli, int argc, char **argv)
 {
 	log_init(cli->name);
+	cm_rpc_set_name(cli->name);
 	if (argc < 2) {
 		apply_cpus(cli);
 		return (cli->serve());

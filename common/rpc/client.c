@@ -29,6 +29,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 
 #include "internal.h"
@@ -241,8 +242,71 @@ pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	pthread_mutex_unlock(&c->mtx);
 }
 
+/* The host of a tls+tcp:// address, the name its certificate must carry
+ * when the caller names none. */
+static void
+url_host(const char *url, char *out, size_t len)
+{
+	const char *h = url + strlen("tls+tcp://"), *end;
+	size_t n;
+
+	if (*h == '[') {
+		h++;
+		end = strchr(h, ']');
+	} else {
+		end = strrchr(h, ':');
+	}
+	n = end != NULL ? (size_t) (end - h) : strlen(h);
+	if (n >= len)
+		n = len - 1;
+	memcpy(out, h, n);
+	out[n] = '\0';
+}
+
+/* Starts one dialer, with the TLS configuration a tls+tcp:// one needs. */
+static int
+dial_one(struct cm_rpc_client *c, const char *url, const char *peer)
+{
+	nng_dialer d;
+	nng_tls_config *tls = NULL;
+	char host[256], err[512];
+	int rv;
+
+	if ((rv = nng_dialer_create(&d, c->sock, url)) != 0)
+		return (rv);
+	if (cm_rpc_url_is_tls(url)) {
+		if (peer == NULL) {
+			url_host(url, host, sizeof(host));
+			peer = host;
+		}
+		if (cm_rpc_tls_config(&tls, false, peer, err, sizeof(err)) !=
+		    0) {
+			log_warnx("event=rpc_tls_error url=%s err=\"%s\"", url,
+			          err);
+			nng_dialer_close(d);
+			return (NNG_EINVAL);
+		}
+		rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls);
+		nng_tls_config_free(tls); /* the dialer holds it */
+		if (rv != 0) {
+			nng_dialer_close(d);
+			return (rv);
+		}
+	}
+	if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0)
+		nng_dialer_close(d);
+	return (rv);
+}
+
 int
 cm_rpc_client_open(cm_rpc_client **out, const char *addrs)
+{
+	return (cm_rpc_client_open_peer(out, addrs, NULL));
+}
+
+int
+cm_rpc_client_open_peer(cm_rpc_client **out, const char *addrs,
+                        const char *peer)
 {
 	struct cm_rpc_client *c;
 	char *list, *tok, *save = NULL;
@@ -272,8 +336,7 @@ cm_rpc_client_open(cm_rpc_client **out, const char *addrs)
 	}
 	for (tok = strtok_r(list, ", ", &save); tok != NULL;
 	     tok = strtok_r(NULL, ", ", &save)) {
-		if ((rv = nng_dial(c->sock, tok, NULL, NNG_FLAG_NONBLOCK)) !=
-		    0) {
+		if ((rv = dial_one(c, tok, peer)) != 0) {
 			log_warnx("event=rpc_dial_error url=%s err=\"%s\"", tok,
 			          nng_strerror(rv));
 			free(list);

@@ -16,4 +16,18 @@
  */
 int cm_rpc_pack_msg(const ProtobufCMessage *m, nng_msg **out);
 
+/* Whether url is a tls+tcp:// address. */
+bool cm_rpc_url_is_tls(const char *url);
+
+/*
+ * A TLS configuration from RPC_TLS_DIR for this process (its name's
+ * certificate, the CA, peer certificates required): a server's, or a
+ * client's that expects the server to be named peer.  0, or -1 with the
+ * reason in err.  The caller frees it (nng_tls_config_free) once set on
+ * its listener or dialer.
+ */
+struct nng_tls_config;
+int cm_rpc_tls_config(struct nng_tls_config **out, bool server,
+                      const char *peer, char *err, size_t errlen);
+
 #endif

@@ -16,6 +16,12 @@
  * health.Health/Metrics.  Expired requests are dropped unanswered; malformed
  * envelopes get INVALID_ARGUMENT, unknown methods UNIMPLEMENTED.
  *
+ * Transport: tcp://, ipc:// and inproc:// as NNG has them, and tls+tcp://
+ * with mutual TLS from the stack's certificates (RPC_TLS_DIR, see tls.c):
+ * a TLS server serves only peers holding a certificate of the stack's CA,
+ * and a TLS client talks only to a server whose certificate names the
+ * service it dialled.
+ *
  * Client: a raw req0 socket dialled to one address or a comma-separated
  * list of replicas.  NNG's request resending (on timer and on pipe loss) is
  * not used: a request is sent once and the deadline decides.  Correlation
@@ -34,6 +40,14 @@
 
 #include "arena.h"
 #include "status.h"
+
+/*
+ * This process's name among the stack's services ("shortener"): the
+ * certificate it presents over tls+tcp:// is RPC_TLS_DIR/<name>.crt.
+ * cm_cli_main sets the binary's name; default "client".
+ */
+void cm_rpc_set_name(const char *name);
+const char *cm_rpc_name(void);
 
 /* ---- caller identity and request context ---- */
 
@@ -143,8 +157,14 @@ typedef struct cm_rpc_client cm_rpc_client;
 
 /*
  * Opens a client dialling every address in addrs (comma-separated).
- * Dialling goes on in the background with backoff.  0 or an NNG error.
+ * Dialling goes on in the background with backoff.  peer is the name of
+ * the service behind them, which a tls+tcp:// server's certificate must
+ * carry (NULL: the address's host).  0 or an NNG error; a tls+tcp://
+ * address without usable certificates is NNG_EINVAL, logged.
  */
+int cm_rpc_client_open_peer(cm_rpc_client **out, const char *addrs,
+                            const char *peer);
+/* cm_rpc_client_open_peer with the address's host as the peer's name. */
 int cm_rpc_client_open(cm_rpc_client **out, const char *addrs);
 void cm_rpc_client_close(cm_rpc_client *c);
 /* Number of servers currently connected. */

@@ -8,13 +8,18 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 
 #include "cli.h"
@@ -420,6 +425,203 @@ test_listen_check(void **state)
 	}
 }
 
+/* ---- mutual TLS ---- */
+
+static char tls_dir[128], other_dir[128], tls_url[128];
+static cm_rpc_server *tls_srv;
+
+/* Certificates by deploy/certs.sh: the stack's, and another CA's. */
+static void
+make_certs(const char *dir)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd),
+	         "rm -rf %s && %s/deploy/certs.sh %s gateway shortener cache",
+	         dir, CM_SOURCE_DIR, dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static int
+free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *) &a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return (port);
+}
+
+/* A client with the process's certificates; connected within wait_ms? */
+static cm_rpc_client *
+tls_client(const char *dir, const char *peer, int wait_ms)
+{
+	cm_rpc_client *cli;
+
+	setenv("RPC_TLS_DIR", dir, 1);
+	cm_rpc_set_name("gateway");
+	assert_int_equal(cm_rpc_client_open_peer(&cli, tls_url, peer), 0);
+	for (int i = 0; i < wait_ms / 5 && cm_rpc_client_connected(cli) == 0;
+	     i++)
+		nng_msleep(5);
+	return (cli);
+}
+
+static int
+tls_setup(void **state)
+{
+	static const cm_rpc_service svc = {&shortener__shortener__descriptor,
+	                                   handlers};
+	cm_rpc_server_config cfg = {0};
+
+	(void) state;
+	snprintf(tls_dir, sizeof(tls_dir), "/tmp/cm_rpc_tls_%d",
+	         (int) getpid());
+	snprintf(other_dir, sizeof(other_dir), "/tmp/cm_rpc_tls_%d_other",
+	         (int) getpid());
+	make_certs(tls_dir);
+	make_certs(other_dir);
+	snprintf(tls_url, sizeof(tls_url), "tls+tcp://127.0.0.1:%d",
+	         free_port());
+	setenv("RPC_TLS_DIR", tls_dir, 1);
+	cm_rpc_set_name("shortener");
+	cfg.url = tls_url;
+	cfg.services = &svc;
+	cfg.nservices = 1;
+	cfg.nworkers = 2;
+	cfg.health = health;
+	return (cm_rpc_server_start(&tls_srv, &cfg) == 0 ? 0 : -1);
+}
+
+static int
+tls_teardown(void **state)
+{
+	char cmd[512];
+
+	(void) state;
+	cm_rpc_server_stop(tls_srv);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", tls_dir, other_dir);
+	return (system(cmd) == 0 ? 0 : -1);
+}
+
+/* The stack's certificates: served, metadata and all. */
+static void
+test_tls_served(void **state)
+{
+	cm_rpc_client *cli = tls_client(tls_dir, "shortener", 2000);
+	cm_rpc_meta meta = {.user_id = "alice", .nmeta = 1};
+	Shortener__ResolveResponse *rep;
+	cm_arena a;
+	char msg[128];
+
+	(void) state;
+	assert_int_equal(cm_rpc_client_connected(cli), 1);
+	meta.meta[0].key = "claim.role";
+	meta.meta[0].value = "admin";
+	cm_arena_init(&a);
+	assert_int_equal(resolve(cli, &meta, "abc", cm_now_ms() + 2000, &a,
+	                         &rep, msg, sizeof(msg)),
+	                 CM_OK);
+	assert_true(strncmp(rep->long_url, "echo:abc:alice:admin:", 21) == 0);
+	cm_arena_fini(&a);
+	cm_rpc_client_close(cli);
+	/* The health probe takes the same settings. */
+	cm_rpc_set_name("shortener");
+	assert_int_equal(cm_cli_rpc_health(tls_url, 2000), 0);
+}
+
+/* Whoever cannot show the stack's certificate, or expects another
+ * service, gets no connection: the call fails UNAVAILABLE, unserved. */
+static void
+test_tls_refused(void **state)
+{
+	cm_rpc_client *cli;
+	nng_socket raw;
+	nng_dialer d;
+	nng_tls_config *cfg;
+	nng_msg *m;
+	char path[1024];
+	cm_arena a;
+	Shortener__ResolveResponse *rep;
+	char msg[128];
+
+	(void) state;
+	cm_arena_init(&a);
+	/* A certificate of another CA, trusting the stack's CA. */
+	snprintf(path, sizeof(path),
+	         "mkdir -p %s/mixed && cp %s/ca.crt %s/gateway.crt "
+	         "%s/gateway.key %s/mixed/",
+	         other_dir, tls_dir, other_dir, other_dir, other_dir);
+	assert_int_equal(system(path), 0);
+	snprintf(path, sizeof(path), "%s/mixed", other_dir);
+	cli = tls_client(path, "shortener", 500);
+	assert_int_equal(cm_rpc_client_connected(cli), 0);
+	assert_int_equal(resolve(cli, NULL, "abc", cm_now_ms() + 500, &a, &rep,
+	                         msg, sizeof(msg)),
+	                 CM_UNAVAILABLE);
+	cm_rpc_client_close(cli);
+	/* Another CA altogether. */
+	cli = tls_client(other_dir, "shortener", 500);
+	assert_int_equal(cm_rpc_client_connected(cli), 0);
+	assert_int_equal(resolve(cli, NULL, "abc", cm_now_ms() + 500, &a, &rep,
+	                         msg, sizeof(msg)),
+	                 CM_UNAVAILABLE);
+	cm_rpc_client_close(cli);
+	/* The right CA, but the server is not the service asked for. */
+	cli = tls_client(tls_dir, "cache", 500);
+	assert_int_equal(cm_rpc_client_connected(cli), 0);
+	assert_int_equal(resolve(cli, NULL, "abc", cm_now_ms() + 500, &a, &rep,
+	                         msg, sizeof(msg)),
+	                 CM_UNAVAILABLE);
+	cm_rpc_client_close(cli);
+	cm_arena_fini(&a);
+
+	/* No certificate at all: a bare NNG client trusting the CA. */
+	assert_int_equal(nng_req0_open(&raw), 0);
+	assert_int_equal(nng_dialer_create(&d, raw, tls_url), 0);
+	assert_int_equal(nng_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT), 0);
+	snprintf(path, sizeof(path), "%s/ca.crt", tls_dir);
+	assert_int_equal(nng_tls_config_ca_file(cfg, path), 0);
+	assert_int_equal(nng_tls_config_server_name(cfg, "shortener"), 0);
+	assert_int_equal(nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg), 0);
+	nng_tls_config_free(cfg);
+	assert_int_equal(nng_dialer_start(d, NNG_FLAG_NONBLOCK), 0);
+	nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 500);
+	nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 500);
+	assert_int_equal(nng_msg_alloc(&m, 0), 0);
+	assert_int_equal(nng_msg_append(m, "\x0a\x01x", 3), 0);
+	if (nng_sendmsg(raw, m, 0) != 0)
+		nng_msg_free(m);
+	else
+		assert_int_equal(nng_recvmsg(raw, &m, 0), NNG_ETIMEDOUT);
+	nng_close(raw);
+}
+
+/* A tls+tcp:// address without certificates is refused at once. */
+static void
+test_tls_needs_certs(void **state)
+{
+	cm_rpc_client *cli;
+	cm_rpc_server *srv;
+	cm_rpc_server_config cfg = {0};
+	char u[128];
+
+	(void) state;
+	snprintf(u, sizeof(u), "tls+tcp://127.0.0.1:%d", free_port());
+	unsetenv("RPC_TLS_DIR");
+	cfg.url = u;
+	assert_int_equal(cm_rpc_server_start(&srv, &cfg), NNG_EINVAL);
+	assert_int_equal(cm_rpc_client_open(&cli, u), NNG_EINVAL);
+	setenv("RPC_TLS_DIR", "/nonexistent", 1);
+	assert_int_equal(cm_rpc_client_open(&cli, u), NNG_EINVAL);
+	unsetenv("RPC_TLS_DIR");
+}
+
 int
 main(void)
 {
@@ -437,6 +639,13 @@ main(void)
 	    cmocka_unit_test(test_health_probe),
 	    cmocka_unit_test(test_listen_check),
 	};
+	const struct CMUnitTest tls_tests[] = {
+	    cmocka_unit_test(test_tls_served),
+	    cmocka_unit_test(test_tls_refused),
+	    cmocka_unit_test(test_tls_needs_certs),
+	};
+	int failed = cmocka_run_group_tests(tls_tests, tls_setup, tls_teardown);
 
-	return (cmocka_run_group_tests(tests, group_setup, group_teardown));
+	return (failed +
+	        cmocka_run_group_tests(tests, group_setup, group_teardown));
 }

@@ -78,7 +78,8 @@ gw_upstreams_open(void)
 		char labels[128];
 		int rv;
 
-		if ((rv = cm_rpc_client_open(&u->client, addr)) != 0)
+		if ((rv = cm_rpc_client_open_peer(&u->client, addr, u->name)) !=
+		    0)
 			fatalx("event=upstream_open upstream=%s addr=%s rv=%d",
 			       u->name, addr, rv);
 		snprintf(labels, sizeof(labels), "upstream=\"%s\"", u->name);
