@@ -66,6 +66,11 @@ usage(const cm_cli *cli, FILE *f)
 	        "environment:\n%s",
 	        cli->name, cli->env_help != NULL ? cli->env_help : "");
 	fprintf(f, "  %-26s CPUs to run on, e.g. 0 or 0-3,6 (all)\n", var);
+	fprintf(f,
+	        "  %-26s certificates for tls+tcp:// addresses: ca.crt,\n"
+	        "  %-26s %s.crt and %s.key (deploy/certs.sh makes them)\n"
+	        "  %-26s 1: development secrets allowed (local use only)\n",
+	        "RPC_TLS_DIR", "", cli->name, cli->name, "BACKENDS_DEV_MODE");
 }
 
 /*
@@ -229,6 +234,10 @@ cm_cli_main(const cm_cli *cli, int argc, char **argv)
 	log_init(cli->name);
 	cm_rpc_set_name(cli->name);
 	if (argc < 2) {
+		if (cm_dev_mode())
+			log_warnx("event=dev_mode msg=\"BACKENDS_DEV_MODE is "
+			          "set: development secrets are allowed; never "
+			          "outside local use\"");
 		apply_cpus(cli);
 		return (cli->serve());
 	}

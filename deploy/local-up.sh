@@ -149,6 +149,9 @@ if [ -z "${PUBLIC_BASE_URL:-}" ] && [ "$GATEWAY_PORT" != 8080 ]; then
 	export PUBLIC_BASE_URL=http://localhost:$GATEWAY_PORT
 fi
 BASE=${PUBLIC_BASE_URL:-http://localhost:8080}
+# The local stack is for development: its services may run on development
+# secrets (with a warning each).  Compose never sets this.
+export BACKENDS_DEV_MODE=${BACKENDS_DEV_MODE:-1}
 
 # service_pid NAME: prints the pid of the running service NAME started by us.
 service_pid() {
@@ -168,8 +171,9 @@ service_pid "${STACK_SERVICES[0]}" >/dev/null ||
 	for v in $(compgen -e | sort); do
 		case $v in
 		REDIS_URL | DATABASE_URL | PUBLIC_BASE_URL | AUTH_JWT_SECRET | \
-			LOG_LEVEL | TRUSTED_PROXIES | METRICS_TOKEN | REDIRECT_STATUS | \
-			RATELIMIT_RULES) ;;
+			AUTH_JWT_SECRET_FILE | LOG_LEVEL | TRUSTED_PROXIES | \
+			METRICS_TOKEN | REDIRECT_STATUS | RATELIMIT_RULES | \
+			BACKENDS_DEV_MODE | RPC_TLS_DIR | RPC_ALLOW_PLAIN_REMOTE) ;;
 		*)
 			keep=
 			for svc in "${STACK_SERVICES[@]}"; do

@@ -121,6 +121,9 @@ start_stores() {
 	export DATABASE_URL
 	DATABASE_URL=$(stack_pg_url "$PG_PORT_")
 	export TEST_REDIS_PORT=$REDIS_PORT_ TEST_PG_PORT=$PG_PORT_
+	# The services the tests start may use development secrets; the
+	# tests of the refusal outside that mode unset it for their process.
+	export BACKENDS_DEV_MODE=1
 	export TEST_REDIS_SERVER TEST_REDIS_CONF=$TMP/redis/redis.conf
 	TEST_REDIS_SERVER=$(stack_redis_server)
 	echo "Redis      $REDIS_URL (files in $TMP/redis)"

@@ -72,7 +72,7 @@ parse_listen(const char *s)
 static const char *
 jwt_secret(void)
 {
-	return (cm_env_str("AUTH_JWT_SECRET", DEFAULT_SECRET));
+	return (cm_env_secret("AUTH_JWT_SECRET", DEFAULT_SECRET));
 }
 
 static void
@@ -121,11 +121,6 @@ config_load(void)
 	    cm_env_int("GATEWAY_NEGATIVE_TTL_MS", 2000, 0, 3600000);
 	gw_core_cfg.jwt_secret = jwt_secret();
 	gw_core_cfg.jwt_secret_len = strlen(gw_core_cfg.jwt_secret);
-	if (gw_core_cfg.jwt_secret_len == 0)
-		fatalx("event=config err=\"AUTH_JWT_SECRET is empty\"");
-	if (strcmp(gw_core_cfg.jwt_secret, DEFAULT_SECRET) == 0)
-		log_warnx("event=config msg=\"AUTH_JWT_SECRET is the built-in "
-		          "development secret; set it outside local use\"");
 	gw_core_cfg.metrics_token = cm_env_str("METRICS_TOKEN", "");
 	if (gw_trust_parse(&gw_core_cfg.trust,
 	                   cm_env_str("TRUSTED_PROXIES", ""), err,
@@ -353,7 +348,9 @@ static const cm_cli cli = {
         "(tcp://127.0.0.1:7001)\n"
         "  REDIS_URL                  the redirect cache's invalidations "
         "(redis://127.0.0.1:6379)\n"
-        "  AUTH_JWT_SECRET            HS256 key (dev-secret-change-me)\n"
+        "  AUTH_JWT_SECRET            HS256 key, at least 32 bytes (or a file\n"
+        "                             named by AUTH_JWT_SECRET_FILE); needed\n"
+        "                             unless BACKENDS_DEV_MODE=1\n"
         "  METRICS_TOKEN              bearer token for non-loopback "
         "/metrics\n"
         "  TRUSTED_PROXIES            IPs/CIDRs allowed to set "

@@ -50,9 +50,10 @@ static const char env_help[] =
     "together (256);\n"
     "                              0 commits each link on its own\n"
     "  SHORTENER_CODE_MODE         sequential | hash (sequential)\n"
-    "  SHORTENER_ID_KEY            key of the id permutation (a dev key,\n"
-    "                              with a warning); keep it secret and "
-    "fixed\n"
+    "  SHORTENER_ID_KEY            key of the id permutation, at least 32\n"
+    "                              bytes (or SHORTENER_ID_KEY_FILE); needed\n"
+    "                              unless BACKENDS_DEV_MODE=1; keep it "
+    "secret\n"
     "  SHORTENER_L1_MB             in-process redirect cache (the cache\n"
     "                              engine's L1), MiB (64)\n"
     "  SHORTENER_CACHE             engine | off: redirects read through\n"
@@ -307,11 +308,7 @@ serve(void)
 	else
 		fatalx("event=config msg=\"SHORTENER_CODE_MODE must be "
 		       "sequential or hash\"");
-	if ((key = cm_env_str("SHORTENER_ID_KEY", NULL)) == NULL) {
-		log_warnx("event=config msg=\"SHORTENER_ID_KEY is not set: "
-		          "using the development key; codes are guessable\"");
-		key = DEV_ID_KEY;
-	}
+	key = cm_env_secret("SHORTENER_ID_KEY", DEV_ID_KEY);
 	c.id_key = key;
 	c.public_base_url =
 	    cm_env_str("PUBLIC_BASE_URL", "http://localhost:8080");

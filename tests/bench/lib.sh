@@ -5,6 +5,8 @@
 # stops everything the script started (services, nginx, Redis, PostgreSQL).
 
 BENCH_PIDS=()
+# Benchmarks run on this machine only: development secrets are fine.
+export BACKENDS_DEV_MODE=1
 declare -A BENCH_NAME=() # pid -> NAME, for what bench_spawn started
 PG_DIR=
 
