@@ -1,7 +1,8 @@
 /*
- * rpc_bench: throughput and latency of our RPC layer over TCP loopback
- * against a baseline of plain NNG req/rep carrying the same bytes, in the
- * same run.  Prints figures; it is not a test.
+ * rpc_bench: throughput and latency of our RPC layer over TCP loopback,
+ * plain (tcp://) and with mutual TLS (tls+tcp://, the stack's
+ * certificates), against a baseline of plain NNG req/rep carrying the
+ * same bytes, in the same run.  Prints figures; it is not a test.
  *
  *   rpc_bench [seconds] [window]
  *
@@ -175,6 +176,79 @@ raw_cb(void *arg)
 	nng_ctx_send(c->ctx, c->aio);
 }
 
+/* Our RPC layer at url over PIPES connections (default 1) to one
+ * server, window calls in flight for secs: calls per second, or -1. */
+static double
+run_ours(struct run *r, struct slot *slots, int window, int nw, int secs,
+         const char *url, const char *label)
+{
+	static const cm_rpc_service svc = {&shortener__shortener__descriptor,
+	                                   handlers};
+	cm_rpc_server_config cfg = {0};
+	cm_rpc_server *srv;
+	char multi[1024] = "";
+	int npipes = getenv("PIPES") ? atoi(getenv("PIPES")) : 1;
+	int64_t t0;
+	double el;
+	long n;
+
+	for (int i = 0; i < npipes && i < 8; i++) {
+		strcat(multi, i ? "," : "");
+		strcat(multi, url);
+	}
+	atomic_store(&r->stop, 0);
+	atomic_store(&r->done, 0);
+	atomic_store(&r->nlat, 0);
+	cfg.url = url;
+	cfg.services = &svc;
+	cfg.nservices = 1;
+	cfg.nworkers = nw;
+	cm_rpc_set_name("shortener");
+	if (cm_rpc_server_start(&srv, &cfg) != 0)
+		return (-1);
+	cm_rpc_set_name("gateway");
+	if (cm_rpc_client_open_peer(&r->cli, multi, "shortener") != 0)
+		return (-1);
+	while (cm_rpc_client_connected(r->cli) == 0)
+		nng_msleep(1);
+	t0 = cm_mono_us();
+	for (int i = 0; i < window; i++) {
+		slots[i].r = r;
+		issue(&slots[i]);
+	}
+	sleep((unsigned) secs);
+	atomic_store(&r->stop, 1);
+	n = atomic_load(&r->done);
+	el = (cm_mono_us() - t0) / 1e6;
+	nng_msleep(200);
+	report(label, n, el, r->lat_us, atomic_load(&r->nlat));
+	cm_rpc_client_close(r->cli);
+	cm_rpc_server_stop(srv);
+	return (n / el);
+}
+
+/* The stack's certificates for the TLS run: RPC_TLS_DIR if set, else
+ * made by deploy/certs.sh into a directory of this run. */
+static int
+tls_certs(void)
+{
+	static char dir[64];
+	char cmd[512];
+
+	if (getenv("RPC_TLS_DIR") != NULL)
+		return (0);
+	snprintf(dir, sizeof(dir), "/tmp/rpc_bench_tls.%d", (int) getpid());
+	snprintf(cmd, sizeof(cmd),
+	         "%s/deploy/certs.sh %s gateway shortener >/dev/null",
+	         CM_SOURCE_DIR, dir);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "rpc_bench: %s failed\n", cmd);
+		return (-1);
+	}
+	setenv("RPC_TLS_DIR", dir, 1);
+	return (0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -182,9 +256,6 @@ main(int argc, char **argv)
 	int window = argc > 2 ? atoi(argv[2]) : 64;
 	static struct run r;
 	struct slot *slots = calloc((size_t) window, sizeof(*slots));
-	cm_rpc_service svc = {&shortener__shortener__descriptor, handlers};
-	cm_rpc_server_config cfg = {0};
-	cm_rpc_server *srv;
 	char url[64], url2[64];
 	Shortener__ResolveRequest req = SHORTENER__RESOLVE_REQUEST__INIT;
 	pthread_t th[64];
@@ -242,42 +313,24 @@ main(int argc, char **argv)
 		pthread_join(th[i], NULL);
 	nng_close(rs.sock);
 
-	/* Ours, over PIPES connections (default 1) to the one server. */
-	char multi[1024] = "";
-	int npipes = getenv("PIPES") ? atoi(getenv("PIPES")) : 1;
-	for (int i = 0; i < npipes && i < 16; i++) {
-		strcat(multi, i ? "," : "");
-		strcat(multi, url);
-	}
-	atomic_store(&r.stop, 0);
-	atomic_store(&r.done, 0);
-	atomic_store(&r.nlat, 0);
-	cfg.url = url;
-	cfg.services = &svc;
-	cfg.nservices = 1;
-	cfg.nworkers = nw;
-	if (cm_rpc_server_start(&srv, &cfg) != 0 ||
-	    cm_rpc_client_open(&r.cli, multi) != 0)
+	/* Ours, over tcp:// and then over mutual TLS, same load. */
+	double tcp = run_ours(&r, slots, window, nw, secs, url,
+	                      "cm_rpc tcp:// (envelope, dispatch)");
+	if (tcp < 0)
 		return (1);
-	while (cm_rpc_client_connected(r.cli) == 0)
-		nng_msleep(1);
-	t0 = cm_mono_us();
-	for (int i = 0; i < window; i++) {
-		slots[i].r = &r;
-		issue(&slots[i]);
-	}
-	sleep((unsigned) secs);
-	atomic_store(&r.stop, 1);
-	n = atomic_load(&r.done);
-	el = (cm_mono_us() - t0) / 1e6;
-	nng_msleep(200);
-	report("cm_rpc (envelope, dispatch)", n, el, r.lat_us,
-	       atomic_load(&r.nlat));
-	printf(
-	    "ratio to baseline: %.2f (window %d, %d workers, tcp loopback)\n",
-	    (n / el) / base, window, nw);
-	cm_rpc_client_close(r.cli);
-	cm_rpc_server_stop(srv);
+	printf("ratio to baseline: %.2f (window %d, %d workers, tcp "
+	       "loopback)\n",
+	       tcp / base, window, nw);
+	if (tls_certs() != 0)
+		return (1);
+	snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d",
+	         40000 + getpid() % 9000);
+	double tls = run_ours(&r, slots, window, nw, secs, url,
+	                      "cm_rpc tls+tcp:// (mutual TLS)");
+	if (tls < 0)
+		return (1);
+	printf("ratio to baseline: %.2f; tls+tcp:// / tcp:// = %.2f\n",
+	       tls / base, tls / tcp);
 	free(slots);
 	free(rc);
 	return (0);
