@@ -16,6 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -204,11 +207,15 @@ run_ours(struct run *r, struct slot *slots, int window, int nw, int secs,
 	cfg.nservices = 1;
 	cfg.nworkers = nw;
 	cm_rpc_set_name("shortener");
-	if (cm_rpc_server_start(&srv, &cfg) != 0)
+	if (cm_rpc_server_start(&srv, &cfg) != 0) {
+		fprintf(stderr, "rpc_bench: cannot listen on %s\n", url);
 		return (-1);
+	}
 	cm_rpc_set_name("gateway");
-	if (cm_rpc_client_open_peer(&r->cli, multi, "shortener") != 0)
+	if (cm_rpc_client_open_peer(&r->cli, multi, "shortener") != 0) {
+		fprintf(stderr, "rpc_bench: cannot dial %s\n", url);
 		return (-1);
+	}
 	while (cm_rpc_client_connected(r->cli) == 0)
 		nng_msleep(1);
 	t0 = cm_mono_us();
@@ -225,6 +232,23 @@ run_ours(struct run *r, struct slot *slots, int window, int nw, int secs,
 	cm_rpc_client_close(r->cli);
 	cm_rpc_server_stop(srv);
 	return (n / el);
+}
+
+/* A free loopback port (bound and released). */
+static int
+free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = 0;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && bind(fd, (struct sockaddr *) &a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *) &a, &len) == 0)
+		port = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return (port);
 }
 
 /* The stack's certificates for the TLS run: RPC_TLS_DIR if set, else
@@ -267,10 +291,8 @@ main(int argc, char **argv)
 
 	req.code = cm_pbstr("abcdefg");
 	r.len = shortener__resolve_request__pack(&req, r.payload);
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d",
-	         20000 + getpid() % 9000);
-	snprintf(url2, sizeof(url2), "tcp://127.0.0.1:%d",
-	         30000 + getpid() % 9000);
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
+	snprintf(url2, sizeof(url2), "tcp://127.0.0.1:%d", free_port());
 
 	/* Baseline first. */
 	nng_rep0_open(&rs.sock);
@@ -323,8 +345,7 @@ main(int argc, char **argv)
 	       tcp / base, window, nw);
 	if (tls_certs() != 0)
 		return (1);
-	snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d",
-	         40000 + getpid() % 9000);
+	snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d", free_port());
 	double tls = run_ours(&r, slots, window, nw, secs, url,
 	                      "cm_rpc tls+tcp:// (mutual TLS)");
 	if (tls < 0)
