@@ -176,7 +176,7 @@ h_set(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 			return (cm_rpc_error(ctx, CM_INVALID_ARGUMENT,
 			                     "tag: 1-64 of [A-Za-z0-9_.-]"));
 	rv = cm_cache_set(svc(ctx)->cache, rq->ns, rq->key, strlen(rq->key),
-	                  rq->value.data, rq->value.len,
+	                  rq->value.data, rq->value.len, NULL,
 	                  (rq->ttl > 0 ? rq->ttl : svc(ctx)->default_ttl_s) *
 	                      1000,
 	                  (const char *const *) rq->tags, rq->n_tags);

@@ -73,6 +73,38 @@ engine_new(void)
 	return (c);
 }
 
+/*
+ * Engines on a clock of the test's: the real one plus clock_skew, so that
+ * a test can move past a value's expiry while L1 (whose clock is the
+ * monotonic one) and Redis (which keeps a stale tail) still hold it.  No
+ * subscriber: L1 is trusted and nothing else writes their prefix.
+ */
+static _Atomic int64_t clock_skew;
+
+static int64_t
+skewed_now(void *arg)
+{
+	(void) arg;
+	return (cm_now_ms() + atomic_load(&clock_skew));
+}
+
+static cm_cache *
+engine_clocked(size_t l1_bytes)
+{
+	cm_cache_config cc;
+	cm_cache *c;
+
+	memset(&cc, 0, sizeof(cc));
+	cc.redis_url = T.redis.url;
+	cc.prefix = "ctest";
+	cc.l1_bytes = l1_bytes;
+	cc.redis_timeout_ms = 2000;
+	cc.no_subscribe = true;
+	cc.now_ms = skewed_now;
+	assert_int_equal(cm_cache_new(&c, &cc), CM_OK);
+	return (c);
+}
+
 /* ---- the test loader ---- */
 
 struct loader {
@@ -226,14 +258,14 @@ test_engine_invalidation(void **state)
 	key_name(k1, sizeof(k1), "k1");
 	key_name(k2, sizeof(k2), "k2");
 	key_name(k3, sizeof(k3), "k3");
-	assert_int_equal(
-	    cm_cache_set(T.a, "inv", k1, strlen(k1), "one", 3, 60000, t1, 1),
-	    CM_OK);
-	assert_int_equal(
-	    cm_cache_set(T.a, "inv", k2, strlen(k2), "two", 3, 60000, NULL, 0),
-	    CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "inv", k1, strlen(k1), "one", 3,
+	                              NULL, 60000, t1, 1),
+	                 CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "inv", k2, strlen(k2), "two", 3,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
 	assert_int_equal(cm_cache_set(T.a, "inv", k3, strlen(k3), "three", 5,
-	                              60000, NULL, 0),
+	                              NULL, 60000, NULL, 0),
 	                 CM_OK);
 	fill_l1(T.b, "inv", k1);
 	fill_l1(T.b, "inv", k2);
@@ -285,6 +317,205 @@ test_engine_stale_if_error(void **state)
 	assert_int_equal(v.len, strlen(key) + 2);
 	free(v.data);
 	assert_int_equal(atomic_load(&l.calls), 2);
+}
+
+/* Reads key without a loader: the return code, and level and value. */
+static int
+get_plain(cm_cache *c, const char *ns, const char *key, int *level, char *val,
+          size_t vlen)
+{
+	cm_cache_value v = {0};
+	int rv;
+
+	*level = CM_CACHE_NONE;
+	rv = cm_cache_get_or_load(c, ns, key, strlen(key), NULL, NULL, &v,
+	                          level);
+	if (val != NULL && vlen > 0)
+		snprintf(val, vlen, "%.*s", rv == CM_OK ? (int) v.len : 0,
+		         rv == CM_OK ? (char *) v.data : "");
+	free(v.data);
+	return (rv);
+}
+
+/*
+ * An L1 hit never outlives the value's TTL, though the L1 entry does:
+ * served just before it, "not found" from the millisecond it passes,
+ * without a loader; with one, a failed load still serves the stale copy
+ * and a good one replaces it.  The TTL a Set names is kept exactly (no
+ * jitter takes from it).
+ */
+static void
+test_engine_expiry_l1(void **state)
+{
+	struct loader bad = {.result = CM_UNAVAILABLE};
+	struct loader good = {.result = CM_OK, .ttl_ms = 60000};
+	cm_cache *f = engine_clocked(1 << 20);
+	cm_cache_value v = {0};
+	cm_cache_ticket t;
+	char key[64], val[64];
+	int level;
+
+	(void) state;
+	atomic_store(&clock_skew, 0);
+	key_name(key, sizeof(key), "exp-l1");
+	assert_int_equal(cm_cache_set(f, "exp", key, strlen(key), "val", 3,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
+	assert_int_equal(get_plain(f, "exp", key, &level, val, sizeof(val)),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_L1);
+	assert_string_equal(val, "val");
+	atomic_store(&clock_skew, 60000 - 200);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0), CM_OK);
+	assert_int_equal(level, CM_CACHE_L1);
+	/* Its TTL is over: L1 (60 s of real time left) must not answer. */
+	atomic_store(&clock_skew, 60000);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0),
+	                 CM_NOT_FOUND);
+	assert_int_equal(cm_cache_l1_lookup(f, "exp", key, strlen(key), &v, &t),
+	                 CM_UNAVAILABLE);
+	assert_null(v.data);
+	assert_true(t.valid);
+	assert_false(cm_cache_l1_has(f, "exp", key, strlen(key)));
+	/* Stale-if-error is for a read with a loader, and only when it fails.
+	 */
+	assert_int_equal(cm_cache_get_or_load(f, "exp", key, strlen(key),
+	                                      test_load, &bad, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_STALE);
+	assert_memory_equal(v.data, "val", 3);
+	free(v.data);
+	assert_int_equal(atomic_load(&bad.calls), 1);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0),
+	                 CM_NOT_FOUND);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(cm_cache_get_or_load(f, "exp", key, strlen(key),
+	                                      test_load, &good, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_LOADER);
+	assert_int_equal(v.len, strlen(key) + 2);
+	free(v.data);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0), CM_OK);
+	assert_int_equal(level, CM_CACHE_L1);
+	atomic_store(&clock_skew, 0);
+	cm_cache_free(f);
+}
+
+/*
+ * The same through L2 (an engine without L1): Redis keeps the value
+ * stale_ms past its TTL, and only a read with a failing loader gets it.
+ */
+static void
+test_engine_expiry_l2(void **state)
+{
+	struct loader bad = {.result = CM_UNAVAILABLE};
+	cm_cache *g = engine_clocked(0);
+	cm_cache_value v = {0};
+	cm_cache_stats st;
+	char key[64], val[64];
+	int level;
+
+	(void) state;
+	atomic_store(&clock_skew, 0);
+	key_name(key, sizeof(key), "exp-l2");
+	assert_int_equal(cm_cache_set(g, "exp", key, strlen(key), "val", 3,
+	                              NULL, 1000, NULL, 0),
+	                 CM_OK);
+	assert_int_equal(get_plain(g, "exp", key, &level, val, sizeof(val)),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_L2);
+	assert_string_equal(val, "val");
+	atomic_store(&clock_skew, 1000 - 200);
+	assert_int_equal(get_plain(g, "exp", key, &level, NULL, 0), CM_OK);
+	assert_int_equal(level, CM_CACHE_L2);
+	atomic_store(&clock_skew, 1000);
+	assert_int_equal(get_plain(g, "exp", key, &level, NULL, 0),
+	                 CM_NOT_FOUND);
+	/* Still in Redis (the stale tail), as a warm finds: no. */
+	assert_int_equal(cm_cache_warm(g, "exp", key, strlen(key)),
+	                 CM_NOT_FOUND);
+	assert_int_equal(cm_cache_get_or_load(g, "exp", key, strlen(key),
+	                                      test_load, &bad, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_STALE);
+	assert_int_equal(v.len, 3);
+	assert_memory_equal(v.data, "val", 3);
+	free(v.data);
+	cm_cache_get_stats(g, &st);
+	assert_int_equal(st.stale_served, 1);
+	atomic_store(&clock_skew, 0);
+	cm_cache_free(g);
+}
+
+/*
+ * Metadata is kept with a value through L1 and L2 and the event-loop
+ * lookup; a value without it reads with meta NULL; too long is refused.
+ */
+static void
+test_engine_meta(void **state)
+{
+	cm_cache_value v = {0};
+	cm_cache_ticket t;
+	char key[64], plain[64], meta[CM_CACHE_META_MAX + 2];
+	int level;
+
+	(void) state;
+	key_name(key, sizeof(key), "meta");
+	key_name(plain, sizeof(plain), "plain");
+	assert_int_equal(cm_cache_set(T.a, "meta", key, strlen(key), "<b/>", 4,
+	                              "text/html", 60000, NULL, 0),
+	                 CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "meta", plain, strlen(plain), "p", 1,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
+	/* B reads L2, A its own copy (L1 or L2); then lookups. */
+	for (int round = 0; round < 2; round++) {
+		cm_cache *c = round == 0 ? T.b : T.a;
+
+		memset(&v, 0, sizeof(v));
+		assert_int_equal(cm_cache_get_or_load(c, "meta", key,
+		                                      strlen(key), NULL, NULL,
+		                                      &v, &level),
+		                 CM_OK);
+		assert_int_equal(v.len, 4);
+		assert_memory_equal(v.data, "<b/>", 4);
+		assert_non_null(v.meta);
+		assert_int_equal(v.meta_len, 9);
+		assert_string_equal(v.meta, "text/html");
+		free(v.data);
+		memset(&v, 0, sizeof(v));
+		assert_int_equal(cm_cache_get_or_load(c, "meta", plain,
+		                                      strlen(plain), NULL, NULL,
+		                                      &v, &level),
+		                 CM_OK);
+		assert_null(v.meta);
+		assert_int_equal(v.meta_len, 0);
+		free(v.data);
+	}
+	fill_l1(T.b, "meta", key);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(
+	    cm_cache_l1_lookup(T.b, "meta", key, strlen(key), &v, &t), CM_OK);
+	assert_string_equal(v.meta, "text/html");
+	assert_memory_equal(v.data, "<b/>", 4);
+	free(v.data);
+	memset(meta, 'm', sizeof(meta));
+	meta[CM_CACHE_META_MAX + 1] = '\0';
+	assert_int_equal(cm_cache_set(T.a, "meta", key, strlen(key), "x", 1,
+	                              meta, 60000, NULL, 0),
+	                 CM_INVALID_ARGUMENT);
+	meta[CM_CACHE_META_MAX] = '\0';
+	assert_int_equal(cm_cache_set(T.a, "meta", key, strlen(key), "x", 1,
+	                              meta, 60000, NULL, 0),
+	                 CM_OK);
+	/* (B may hold the old value until the invalidation reaches it.) */
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(cm_cache_get_or_load(T.a, "meta", key, strlen(key),
+	                                      NULL, NULL, &v, &level),
+	                 CM_OK);
+	assert_int_equal(v.meta_len, CM_CACHE_META_MAX);
+	assert_string_equal(v.meta, meta);
+	free(v.data);
 }
 
 /* "Not found" is cached: the loader runs once. */
@@ -347,11 +578,11 @@ test_engine_l1_cleared_on_drop(void **state)
 	key_name(other, sizeof(other), "other");
 	assert_int_equal(cm_cache_track(T.b, "drop"), CM_OK);
 	assert_int_equal(cm_cache_track(T.b, "bad ns!"), CM_INVALID_ARGUMENT);
-	assert_int_equal(
-	    cm_cache_set(T.a, "drop", key, strlen(key), "x", 1, 60000, NULL, 0),
-	    CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "drop", key, strlen(key), "x", 1,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
 	assert_int_equal(cm_cache_set(T.a, "untracked", other, strlen(other),
-	                              "y", 1, 60000, NULL, 0),
+	                              "y", 1, NULL, 60000, NULL, 0),
 	                 CM_OK);
 	fill_l1(T.b, "drop", key);
 	fill_l1(T.b, "untracked", other);
@@ -410,7 +641,7 @@ test_engine_l1_lookup_large(void **state)
 		big[i] = (char) ('a' + i % 26);
 	key_name(key, sizeof(key), "large");
 	assert_int_equal(cm_cache_set(T.a, "large", key, strlen(key), big, len,
-	                              60000, NULL, 0),
+	                              NULL, 60000, NULL, 0),
 	                 CM_OK);
 	fill_l1(T.b, "large", key);
 	assert_int_equal(
@@ -804,6 +1035,9 @@ main(void)
 	    cmocka_unit_test(test_engine_single_flight),
 	    cmocka_unit_test(test_engine_invalidation),
 	    cmocka_unit_test(test_engine_stale_if_error),
+	    cmocka_unit_test(test_engine_expiry_l1),
+	    cmocka_unit_test(test_engine_expiry_l2),
+	    cmocka_unit_test(test_engine_meta),
 	    cmocka_unit_test(test_engine_negative),
 	    cmocka_unit_test(test_engine_tombstone),
 	    cmocka_unit_test(test_engine_l1_cleared_on_drop),
