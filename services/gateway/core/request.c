@@ -322,6 +322,41 @@ gw_req_param(const struct gw_req *rq, const char *name, size_t *len)
 	return (gw_match_param(&gw_creq(rq)->match, name, len));
 }
 
+/* Whether an If-None-Match value lists tag (or is "*"). */
+static bool
+etag_listed(const char *inm, size_t len, const char *tag)
+{
+	size_t tl = strlen(tag);
+
+	for (size_t i = 0; i < len; i++) {
+		if (inm[i] == '*')
+			return (true);
+		if (i + tl <= len && memcmp(inm + i, tag, tl) == 0)
+			return (true);
+	}
+	return (false);
+}
+
+void
+gw_respond_etag(struct gw_req *rq, int status, const char *ctype,
+                const void *body, size_t len)
+{
+	char tag[24];
+	const char *inm;
+	size_t ilen;
+
+	snprintf(tag, sizeof(tag), "\"%016llx\"",
+	         (unsigned long long) gw_fnv1a(GW_FNV_INIT, body, len));
+	gw_resp_header(rq, "ETag", tag);
+	gw_resp_header(rq, "Cache-Control", "private, no-cache");
+	if ((inm = gw_req_header_join(rq, "if-none-match", &ilen)) != NULL &&
+	    etag_listed(inm, ilen, tag)) {
+		gw_respond(rq, 304, NULL, NULL, 0);
+		return;
+	}
+	gw_respond(rq, status, ctype, body, len);
+}
+
 void
 gw_req_meta(const struct gw_req *rq, cm_rpc_meta *meta)
 {
