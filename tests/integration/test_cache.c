@@ -928,6 +928,24 @@ test_http_admin_api(void **state)
 	header_is(&r, "content-type", "text/plain; charset=utf-8");
 	header_is(&r, "etag", etag);
 	h_resp_free(&r);
+	/* The same bytes as another type: another ETag, no 304. */
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s?ttl=60&tags=grp",
+	         key);
+	assert_int_equal(
+	    put_value(path, "Content-Type: text/markdown", "hello", 5), 204);
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", key);
+	http(&r, "GET", path, T.auth_admin, inm, NULL, 0);
+	assert_int_equal(r.status, 200);
+	header_is(&r, "content-type", "text/markdown");
+	assert_memory_equal(r.body, "hello", 5);
+	h_resp_free(&r);
+	assert_int_equal(put_value(path,
+	                           "Content-Type: text/plain; charset=utf-8",
+	                           "hello", 5),
+	                 204);
+	http(&r, "GET", path, T.auth_admin, inm, NULL, 0);
+	assert_int_equal(r.status, 304);
+	h_resp_free(&r);
 	/* Wildcards get the value as it is too. */
 	http(&r, "GET", path, T.auth_admin, "Accept: */*", NULL, 0);
 	assert_int_equal(r.status, 200);

@@ -161,7 +161,7 @@ const char *gw_req_param(const struct gw_req *rq, const char *name,
                          size_t *len);
 /*
  * A successful answer to a GET that clients may keep and revalidate
- * (request.c): a strong ETag (64-bit FNV-1a of the body) and
+ * (request.c): a strong ETag (64-bit FNV-1a of ctype and the body) and
  * "Cache-Control: private, no-cache"; 304 with no body when the request's
  * If-None-Match lists the tag (or "*"), else gw_respond's response.
  */

@@ -344,9 +344,14 @@ gw_respond_etag(struct gw_req *rq, int status, const char *ctype,
 	char tag[24];
 	const char *inm;
 	size_t ilen;
+	uint64_t h = GW_FNV_INIT;
 
-	snprintf(tag, sizeof(tag), "\"%016llx\"",
-	         (unsigned long long) gw_fnv1a(GW_FNV_INIT, body, len));
+	/* The type too: the same bytes as another type are another
+	 * representation, and a 304 would keep the old type. */
+	if (ctype != NULL)
+		h = gw_fnv1a(h, ctype, strlen(ctype) + 1);
+	h = gw_fnv1a(h, body, len);
+	snprintf(tag, sizeof(tag), "\"%016llx\"", (unsigned long long) h);
 	gw_resp_header(rq, "ETag", tag);
 	gw_resp_header(rq, "Cache-Control", "private, no-cache");
 	if ((inm = gw_req_header_join(rq, "if-none-match", &ilen)) != NULL &&

@@ -13,11 +13,11 @@
  * GET answers the stored bytes with the stored Content-Type, as they were
  * put; JSON ({"value": base64, "level", "content_type"}, the reply
  * message) only when the request's Accept names application/json.  Both
- * go through gw_respond_etag (ETag of the body, "Cache-Control: private,
- * no-cache", 304 on If-None-Match) and carry "Vary: Accept", since the
- * body depends on it.  Raw bodies also carry "X-Content-Type-Options:
- * nosniff": the stored type is the operator's word, and a browser must
- * not guess another.
+ * go through gw_respond_etag (ETag of the body and its type,
+ * "Cache-Control: private, no-cache", 304 on If-None-Match) and carry
+ * "Vary: Accept", since the body depends on it.  Raw bodies also carry
+ * "X-Content-Type-Options: nosniff": the stored type is the operator's word,
+ * and a browser must not guess another.
  */
 #include <stdio.h>
 #include <string.h>
@@ -41,7 +41,8 @@ key_too_long(struct gw_req *rq)
 {
 	size_t klen;
 
-	if (gw_req_param(rq, "key", &klen) == NULL || klen <= GW_KEY_MAX)
+	if (!(gw_creq(rq)->route->def->flags & GW_RF_KEY_LIMIT) ||
+	    gw_req_param(rq, "key", &klen) == NULL || klen <= GW_KEY_MAX)
 		return (false);
 	gw_respond_error(rq, 413, "RESOURCE_EXHAUSTED",
 	                 "key longer than 512 bytes");

@@ -5,7 +5,8 @@
  * becomes JSON, or the HTTP error its status maps to.
  *
  * The browser and CDN levels of caching: every successful JSON reply to a
- * GET (or HEAD) carries a strong ETag (64-bit FNV-1a of the body) and
+ * GET (or HEAD) carries a strong ETag (64-bit FNV-1a of the body and its
+ * content type) and
  * "Cache-Control: private, no-cache", which makes clients revalidate; a
  * request whose If-None-Match lists the tag (or "*") gets 304 with no
  * body (gw_respond_etag).
