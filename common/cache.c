@@ -14,12 +14,18 @@
  * Tag sets hold vk members, so invalidating a tag needs no other lookup.
  *
  * Values, in L1 and L2 alike, start with a 13-byte header: a kind ('V' a
- * value, 'N' a cached "not found", 'T' a tombstone left by a delete), the
- * logical ("soft") expiry in wall-clock ms, and the last load's duration in
- * ms (XFetch's delta).  L2's own TTL is the soft TTL plus stale_ms: the
- * stale tail is what stale-if-error and lease losers serve.  TTLs are
- * shortened by a random jitter so keys written together do not expire
- * together.  L1 entries live at most until the soft expiry.
+ * value, 'M' a value with metadata, 'N' a cached "not found", 'T' a
+ * tombstone left by a delete), the logical ("soft") expiry in wall-clock
+ * ms, and the last load's duration in ms (XFetch's delta).  An 'M' value
+ * goes on with one byte, the metadata's length m (1-255), and m bytes of
+ * metadata before the payload; 'V' values (all of them before metadata
+ * existed) have none.  L2's own TTL is the soft TTL plus stale_ms: the
+ * stale tail is what stale-if-error and lease losers serve, and only
+ * them: every read checks the soft expiry (to the ms, against the
+ * engine's clock) before it answers with a value, whichever level it came
+ * from.  The TTLs the engine picks (defaults, loaders') are shortened by a
+ * random jitter so keys written together do not expire together; a TTL a
+ * Set names is kept.  L1 entries live at most until the soft expiry.
  *
  * Invalidation messages on the channel: "k" + L1 key (drop it) and
  * "v" ns "|" ver (the namespace moved to version ver).  On (re)subscription
@@ -46,6 +52,7 @@
 #include "util.h"
 
 #define HDR_LEN           13
+#define META_MAX          CM_CACHE_META_MAX
 #define MAX_NS            64
 #define MAX_VERSIONS      256
 #define MAX_TRACKED       16
@@ -69,8 +76,8 @@ struct flight {
 	bool done;
 	int refs;
 	int rv, level;
-	void *data;
-	size_t len;
+	void *data, *meta;
+	size_t len, mlen;
 };
 
 struct tls_conn {
@@ -112,6 +119,14 @@ struct cm_cache {
 };
 
 #define STAT(c, f) atomic_fetch_add_explicit(&(c)->f, 1, memory_order_relaxed)
+
+/* The wall clock expiries are kept in (a test's, or the real one). */
+static int64_t
+clock_ms(const cm_cache *c)
+{
+	return (c->cfg.now_ms != NULL ? c->cfg.now_ms(c->cfg.now_arg)
+	                              : cm_now_ms());
+}
 
 const char *
 cm_cache_level_name(int level)
@@ -316,40 +331,115 @@ names_free(struct names *n)
 
 /* ---- values ---- */
 
+/*
+ * A parsed header.  Offsets, not pointers, so that a header stays valid
+ * for a copy of the bytes it was parsed from: the metadata is at
+ * HDR_LEN + 1 when mlen > 0, the payload at off.
+ */
 struct hdr {
 	char kind;
 	int64_t soft_ms;
 	uint32_t delta_ms;
+	size_t off;  /* where the payload starts */
+	size_t mlen; /* metadata length (0: none) */
 };
+
+/* 'V' and 'M' hold values; 'N' and 'T' read as "not found". */
+static bool
+is_value(char kind)
+{
+	return (kind == 'V' || kind == 'M');
+}
 
 static bool
 hdr_parse(const void *p, size_t len, struct hdr *h)
 {
 	const unsigned char *b = p;
 
-	if (len < HDR_LEN || (b[0] != 'V' && b[0] != 'N' && b[0] != 'T'))
+	if (len < HDR_LEN ||
+	    (b[0] != 'V' && b[0] != 'M' && b[0] != 'N' && b[0] != 'T'))
 		return (false);
 	h->kind = (char) b[0];
 	memcpy(&h->soft_ms, b + 1, 8);
 	memcpy(&h->delta_ms, b + 9, 4);
+	h->off = HDR_LEN;
+	h->mlen = 0;
+	if (h->kind == 'M') {
+		if (len < HDR_LEN + 1 || b[HDR_LEN] == 0 ||
+		    len < HDR_LEN + 1 + (size_t) b[HDR_LEN])
+			return (false);
+		h->mlen = b[HDR_LEN];
+		h->off = HDR_LEN + 1 + h->mlen;
+	}
 	return (true);
 }
 
-/* A header + payload buffer (malloc'd). */
+/*
+ * A header (+ metadata) + payload buffer (malloc'd); *total gets its
+ * length.  kind 'V' with meta becomes 'M'; meta is at most META_MAX bytes
+ * (the callers check).
+ */
 static unsigned char *
-val_make(char kind, int64_t soft_ms, uint32_t delta_ms, const void *data,
-         size_t len)
+val_make(char kind, int64_t soft_ms, uint32_t delta_ms, const char *meta,
+         size_t mlen, const void *data, size_t len, size_t *total)
 {
-	unsigned char *b = malloc(HDR_LEN + len + 1);
+	size_t off = HDR_LEN;
+	unsigned char *b;
 
-	if (b == NULL)
+	if (kind == 'V' && mlen > 0)
+		kind = 'M';
+	if (kind == 'M')
+		off += 1 + mlen;
+	if ((b = malloc(off + len + 1)) == NULL)
 		fatal("event=cache_val");
 	b[0] = (unsigned char) kind;
 	memcpy(b + 1, &soft_ms, 8);
 	memcpy(b + 9, &delta_ms, 4);
+	if (kind == 'M') {
+		b[HDR_LEN] = (unsigned char) mlen;
+		memcpy(b + HDR_LEN + 1, meta, mlen);
+	}
 	if (len > 0)
-		memcpy(b + HDR_LEN, data, len);
+		memcpy(b + off, data, len);
+	*total = off + len;
 	return (b);
+}
+
+/*
+ * Fills a read's *out with a copy of the payload and of the metadata, in
+ * one allocation (both NUL-terminated): freeing out->data frees both.
+ */
+static void
+value_out(cm_cache_value *out, const void *data, size_t len, const void *meta,
+          size_t mlen, int64_t ttl_ms)
+{
+	char *d = malloc(len + 1 + mlen + 1);
+
+	if (d == NULL)
+		fatal("event=cache_out");
+	if (len > 0)
+		memcpy(d, data, len);
+	d[len] = '\0'; /* convenient for text values */
+	out->data = d;
+	out->len = len;
+	out->ttl_ms = ttl_ms;
+	out->meta = NULL;
+	out->meta_len = 0;
+	if (mlen > 0) {
+		memcpy(d + len + 1, meta, mlen);
+		d[len + 1 + mlen] = '\0';
+		out->meta = d + len + 1;
+		out->meta_len = mlen;
+	}
+}
+
+/* value_out from a whole stored value (header included) and its header. */
+static void
+value_out_raw(cm_cache_value *out, const unsigned char *raw, size_t rawlen,
+              const struct hdr *h, int64_t ttl_ms)
+{
+	value_out(out, raw + h->off, rawlen - h->off,
+	          h->mlen > 0 ? raw + HDR_LEN + 1 : NULL, h->mlen, ttl_ms);
 }
 
 static void *
@@ -638,6 +728,7 @@ fl_release(cm_cache *c, struct flight *f)
 		return;
 	pthread_cond_destroy(&f->cv);
 	free(f->data);
+	free(f->meta);
 	free(f->key);
 	free(f);
 }
@@ -645,7 +736,7 @@ fl_release(cm_cache *c, struct flight *f)
 /* The leader publishes its result and takes the flight off the table. */
 static void
 fl_finish(cm_cache *c, struct flight *f, int rv, int level, const void *data,
-          size_t len)
+          size_t len, const void *meta, size_t mlen)
 {
 	unsigned b = fl_bucket(f->key, f->klen);
 	struct flight **pp;
@@ -655,6 +746,8 @@ fl_finish(cm_cache *c, struct flight *f, int rv, int level, const void *data,
 	f->level = level;
 	f->data = rv == CM_OK ? dup_payload(data, len) : NULL;
 	f->len = len;
+	f->meta = rv == CM_OK && mlen > 0 ? dup_payload(meta, mlen) : NULL;
+	f->mlen = f->meta != NULL ? mlen : 0;
 	f->done = true;
 	for (pp = &c->flights[b]; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == f) {
@@ -712,9 +805,22 @@ l2_fill(cm_cache *c, const struct names *n, const unsigned char *v, size_t len,
 
 struct outcome {
 	int rv, level;
-	const void *data; /* payload, valid until the caller frees src */
-	size_t len;
+	/* payload and metadata, valid until the caller frees *keep */
+	const void *data, *meta;
+	size_t len, mlen;
 };
+
+/* Points o at the payload and metadata of a stored value. */
+static void
+outcome_value(struct outcome *o, const unsigned char *raw, size_t rawlen,
+              const struct hdr *h)
+{
+	o->rv = CM_OK;
+	o->data = raw + h->off;
+	o->len = rawlen - h->off;
+	o->meta = h->mlen > 0 ? raw + HDR_LEN + 1 : NULL;
+	o->mlen = h->mlen;
+}
 
 /* Turns a found L2 value into an outcome (and an L1 fill). */
 static void
@@ -723,7 +829,7 @@ from_l2(cm_cache *c, const struct names *n, const struct l2_read *r,
 {
 	int64_t left = r->h.soft_ms - now;
 
-	if (r->h.kind != 'V') {
+	if (!is_value(r->h.kind)) {
 		STAT(c, negative_hits);
 		if (left > 0)
 			l1_put(c, n, r->raw, HDR_LEN,
@@ -735,9 +841,7 @@ from_l2(cm_cache *c, const struct names *n, const struct l2_read *r,
 	} else {
 		if (left > 0)
 			l1_put(c, n, r->raw, r->rawlen, left, true, epoch);
-		o->rv = CM_OK;
-		o->data = r->raw + HDR_LEN;
-		o->len = r->rawlen - HDR_LEN;
+		outcome_value(o, r->raw, r->rawlen, &r->h);
 	}
 	o->level = level;
 }
@@ -775,9 +879,10 @@ lease_release(cm_cache *c, const char *ns, const struct names *n,
 
 /*
  * The leader's path after an L1 miss (or an early refresh): L2, the lease,
- * the loader.  fallback: a value already known (L1 hit being refreshed),
- * served if the load cannot be made.  Fills *o; *keep holds memory o
- * points into (caller frees).
+ * the loader.  fallback: a value already known (L1 hit being refreshed or
+ * past its expiry), served if the load cannot be made.  Without a loader
+ * no value past its expiry is served: nothing is being loaded in its
+ * place.  Fills *o; *keep holds memory o points into (caller frees).
  */
 static void
 fetch(cm_cache *c, const char *ns, const struct names *n, const void *key,
@@ -788,8 +893,9 @@ fetch(cm_cache *c, const char *ns, const struct names *n, const void *key,
 	cm_cache_value v;
 	char token[33];
 	bool down = false, leased = false;
-	int64_t now = cm_now_ms(), t0, ttl, deadline;
+	int64_t now = clock_ms(c), t0, ttl, deadline;
 	unsigned char *buf;
+	size_t total;
 	int rv;
 
 	l2_get(c, n, &r);
@@ -813,14 +919,12 @@ fetch(cm_cache *c, const char *ns, const struct names *n, const void *key,
 		down = r.down;
 	}
 	if (loader == NULL) {
-		if (fb->found) {
-			STAT(c, stale_served);
-			from_l2(c, n, fb, epoch, now, CM_CACHE_STALE, o);
-			*keep = fb->raw;
-		} else {
-			o->rv = down ? CM_UNAVAILABLE : CM_NOT_FOUND;
-			*keep = NULL;
-		}
+		if (fb->found)
+			STAT(c, l2_misses); /* only past its expiry */
+		free(fb->raw);
+		fb->raw = NULL;
+		o->rv = down ? CM_UNAVAILABLE : CM_NOT_FOUND;
+		*keep = NULL;
 		return;
 	}
 	cm_unique_id(token);
@@ -843,13 +947,15 @@ fetch(cm_cache *c, const char *ns, const struct names *n, const void *key,
 
 				nanosleep(&ts, NULL);
 				l2_get(c, n, &w);
-				if (w.found) {
+				now = clock_ms(c);
+				if (w.found && w.h.soft_ms > now) {
 					STAT(c, l2_hits);
-					from_l2(c, n, &w, epoch, cm_now_ms(),
+					from_l2(c, n, &w, epoch, now,
 					        CM_CACHE_L2, o);
 					*keep = w.raw;
 					return;
 				}
+				free(w.raw);
 				if (w.down)
 					break;
 			}
@@ -860,32 +966,33 @@ fetch(cm_cache *c, const char *ns, const struct names *n, const void *key,
 	memset(&v, 0, sizeof(v));
 	t0 = cm_mono_ms();
 	rv = loader(arg, ns, key, klen, &v);
-	now = cm_now_ms();
+	now = clock_ms(c);
 	if (rv == CM_OK) {
+		struct hdr bh;
+
 		ttl =
 		    jitter(c, v.ttl_ms > 0 ? v.ttl_ms : c->cfg.default_ttl_ms);
 		if (ttl < 1)
 			ttl = 1;
+		/* A loader's value carries no metadata. */
 		buf = val_make('V', now + ttl, (uint32_t) (cm_mono_ms() - t0),
-		               v.data, v.len);
+		               NULL, 0, v.data, v.len, &total);
 		if (!down)
-			l2_fill(c, n, buf, HDR_LEN + v.len,
-			        ttl + c->cfg.stale_ms);
-		l1_put(c, n, buf, HDR_LEN + v.len, ttl, true, epoch);
+			l2_fill(c, n, buf, total, ttl + c->cfg.stale_ms);
+		l1_put(c, n, buf, total, ttl, true, epoch);
 		free(v.data);
-		o->rv = CM_OK;
+		(void) hdr_parse(buf, total, &bh);
+		outcome_value(o, buf, total, &bh);
 		o->level = CM_CACHE_LOADER;
-		o->data = buf + HDR_LEN;
-		o->len = v.len;
 		*keep = buf;
 		free(fb->raw);
 	} else if (rv == CM_NOT_FOUND) {
 		free(v.data);
 		ttl = c->cfg.negative_ttl_ms;
-		buf = val_make('N', now + ttl, 0, NULL, 0);
+		buf = val_make('N', now + ttl, 0, NULL, 0, NULL, 0, &total);
 		if (!down)
-			l2_fill(c, n, buf, HDR_LEN, ttl);
-		l1_put(c, n, buf, HDR_LEN, ttl, true, epoch);
+			l2_fill(c, n, buf, total, ttl);
+		l1_put(c, n, buf, total, ttl, true, epoch);
 		free(buf);
 		o->rv = CM_NOT_FOUND;
 		o->level = CM_CACHE_LOADER;
@@ -894,12 +1001,10 @@ fetch(cm_cache *c, const char *ns, const struct names *n, const void *key,
 	} else {
 		free(v.data);
 		STAT(c, load_errors);
-		if (fb->found && fb->h.kind == 'V') {
+		if (fb->found && is_value(fb->h.kind)) {
 			STAT(c, stale_served);
-			o->rv = CM_OK;
+			outcome_value(o, fb->raw, fb->rawlen, &fb->h);
 			o->level = CM_CACHE_STALE;
-			o->data = fb->raw + HDR_LEN;
-			o->len = fb->rawlen - HDR_LEN;
 			*keep = fb->raw;
 		} else {
 			o->rv = rv;
@@ -925,7 +1030,7 @@ cm_cache_get_or_load(cm_cache *c, const char *ns, const void *key, size_t klen,
 	uint64_t ver, epoch = 0;
 	int64_t t0 = cm_mono_us(), now;
 	long got;
-	bool trust, leader;
+	bool trust, leader, parsed;
 	void *keep = NULL;
 	int rv, lvl = CM_CACHE_NONE;
 
@@ -949,20 +1054,19 @@ cm_cache_get_or_load(cm_cache *c, const char *ns, const void *key, size_t klen,
 				fatal("event=cache_get");
 			got = cm_l1_get(c->l1, n.l1, n.l1len, v, (size_t) got);
 		}
-		now = cm_now_ms();
-		if (got >= HDR_LEN && hdr_parse(v, (size_t) got, &h)) {
+		now = clock_ms(c);
+		parsed = got >= HDR_LEN && hdr_parse(v, (size_t) got, &h);
+		if (parsed && h.soft_ms > now) {
 			STAT(c, l1_hits);
-			if (h.kind != 'V') {
+			if (!is_value(h.kind)) {
 				STAT(c, negative_hits);
 				rv = CM_NOT_FOUND;
 				lvl = CM_CACHE_L1;
 				goto done;
 			}
 			if (loader == NULL || !xfetch(c, &h, now)) {
-				out->data = dup_payload(v + HDR_LEN,
-				                        (size_t) got - HDR_LEN);
-				out->len = (size_t) got - HDR_LEN;
-				out->ttl_ms = h.soft_ms - now;
+				value_out_raw(out, v, (size_t) got, &h,
+				              h.soft_ms - now);
 				rv = CM_OK;
 				lvl = CM_CACHE_L1;
 				goto done;
@@ -975,6 +1079,18 @@ cm_cache_get_or_load(cm_cache *c, const char *ns, const void *key, size_t klen,
 			fb.rawlen = (size_t) got;
 		} else {
 			STAT(c, l1_misses);
+			/*
+			 * An entry past its soft expiry is no answer (L1's
+			 * own clock is monotonic and may keep it a little
+			 * longer).  With a loader it is the fallback, as
+			 * L2's stale tail would be.
+			 */
+			if (parsed && loader != NULL && is_value(h.kind)) {
+				fb.found = true;
+				fb.h = h;
+				fb.raw = dup_payload(v, (size_t) got);
+				fb.rawlen = (size_t) got;
+			}
 		}
 		epoch = cm_l1_epoch(c->l1, n.l1, n.l1len);
 	}
@@ -982,25 +1098,22 @@ cm_cache_get_or_load(cm_cache *c, const char *ns, const void *key, size_t klen,
 	if (!leader) {
 		rv = f->rv;
 		lvl = f->level;
-		if (rv == CM_OK) {
-			out->data = dup_payload(f->data, f->len);
-			out->len = f->len;
-			out->ttl_ms = 0;
-		}
+		/* A stale value stands in for a load; this caller has none. */
+		if (rv == CM_OK && lvl == CM_CACHE_STALE && loader == NULL)
+			rv = CM_NOT_FOUND;
+		if (rv == CM_OK)
+			value_out(out, f->data, f->len, f->meta, f->mlen, 0);
 		fl_release(c, f);
 		free(fb.raw);
 		goto done;
 	}
 	fetch(c, ns, &n, key, klen, loader, arg, epoch, &fb, &o, &keep);
-	fl_finish(c, f, o.rv, o.level, o.data, o.len);
+	fl_finish(c, f, o.rv, o.level, o.data, o.len, o.meta, o.mlen);
 	fl_release(c, f);
 	rv = o.rv;
 	lvl = o.level;
-	if (rv == CM_OK) {
-		out->data = dup_payload(o.data, o.len);
-		out->len = o.len;
-		out->ttl_ms = 0;
-	}
+	if (rv == CM_OK)
+		value_out(out, o.data, o.len, o.meta, o.mlen, 0);
 	free(keep);
 done:
 	if (v != stackbuf)
@@ -1026,6 +1139,7 @@ cm_cache_l1_lookup(cm_cache *c, const char *ns, const void *key, size_t klen,
 	size_t cap = sizeof(stackbuf);
 	uint64_t ver;
 	struct hdr h;
+	int64_t now;
 	long got;
 	int rv = CM_UNAVAILABLE;
 
@@ -1042,16 +1156,16 @@ cm_cache_l1_lookup(cm_cache *c, const char *ns, const void *key, size_t klen,
 			fatal("event=cache_l1_lookup");
 		got = cm_l1_get(c->l1, n.l1, n.l1len, buf, cap);
 	}
+	now = clock_ms(c);
+	/* Past its soft expiry an entry is a miss (L1's clock may lag). */
 	if (got >= HDR_LEN && got <= (long) cap &&
-	    hdr_parse(buf, (size_t) got, &h)) {
+	    hdr_parse(buf, (size_t) got, &h) && h.soft_ms > now) {
 		STAT(c, l1_hits);
-		if (h.kind != 'V') {
+		if (!is_value(h.kind)) {
 			rv = CM_NOT_FOUND;
 		} else {
-			out->data =
-			    dup_payload(buf + HDR_LEN, (size_t) got - HDR_LEN);
-			out->len = (size_t) got - HDR_LEN;
-			out->ttl_ms = h.soft_ms - cm_now_ms();
+			value_out_raw(out, buf, (size_t) got, &h,
+			              h.soft_ms - now);
 			rv = CM_OK;
 		}
 	} else {
@@ -1118,16 +1232,16 @@ cm_cache_l1_fill(cm_cache *c, const char *ns, const void *key, size_t klen,
 {
 	struct names n;
 	unsigned char *b;
+	size_t total;
 
 	if (!ticket->valid || !cm_cache_ns_ok(ns))
 		return;
 	if (ttl_ms <= 0)
 		ttl_ms = c->cfg.default_ttl_ms;
 	names_make(c, ns, ticket->version, key, klen, &n);
-	b = val_make(val != NULL ? 'V' : 'N', cm_now_ms() + ttl_ms, 0, val,
-	             val != NULL ? vlen : 0);
-	l1_put(c, &n, b, HDR_LEN + (val != NULL ? vlen : 0), ttl_ms, true,
-	       ticket->epoch);
+	b = val_make(val != NULL ? 'V' : 'N', clock_ms(c) + ttl_ms, 0, NULL, 0,
+	             val, val != NULL ? vlen : 0, &total);
+	l1_put(c, &n, b, total, ttl_ms, true, ticket->epoch);
 	free(b);
 	names_free(&n);
 }
@@ -1160,25 +1274,29 @@ reply_ok(redisReply *rep)
 
 int
 cm_cache_set(cm_cache *c, const char *ns, const void *key, size_t klen,
-             const void *val, size_t vlen, int64_t ttl_ms,
+             const void *val, size_t vlen, const char *meta, int64_t ttl_ms,
              const char *const *tags, size_t ntags)
 {
 	struct names n;
 	unsigned char *b;
 	int64_t ttl, tagttl;
-	cm_redis *r = rconn(c);
+	size_t mlen = meta != NULL ? strlen(meta) : 0, total;
+	cm_redis *r;
 	int rv;
 
+	if (mlen > META_MAX)
+		return (CM_INVALID_ARGUMENT);
 	if ((rv = names_for(c, ns, key, klen, &n)) != CM_OK)
 		return (rv);
-	ttl = jitter(c, ttl_ms > 0 ? ttl_ms : c->cfg.default_ttl_ms);
+	r = rconn(c);
+	/* The caller's TTL is kept; only the default one is spread. */
+	ttl = ttl_ms > 0 ? ttl_ms : jitter(c, c->cfg.default_ttl_ms);
 	if (ttl < 1)
 		ttl = 1;
-	b = val_make('V', cm_now_ms() + ttl, 0, val, vlen);
+	b = val_make('V', clock_ms(c) + ttl, 0, meta, mlen, val, vlen, &total);
 	rv = CM_UNAVAILABLE;
 	if (!reply_ok(cm_redis_cmd(r, "SET %b %b PX %lld", n.l2, n.l2len, b,
-	                           HDR_LEN + vlen,
-	                           (long long) (ttl + c->cfg.stale_ms))))
+	                           total, (long long) (ttl + c->cfg.stale_ms))))
 		goto out;
 	tagttl = ttl + c->cfg.stale_ms;
 	if (tagttl < TAGSET_MIN_TTL_MS)
@@ -1199,7 +1317,7 @@ cm_cache_set(cm_cache *c, const char *ns, const void *key, size_t klen,
 	publish_key(c, &n);
 	if (c->l1 != NULL) {
 		cm_l1_del(c->l1, n.l1, n.l1len);
-		l1_put(c, &n, b, HDR_LEN + vlen, ttl, false, 0);
+		l1_put(c, &n, b, total, ttl, false, 0);
 	}
 	rv = CM_OK;
 out:
@@ -1215,6 +1333,7 @@ cm_cache_delete(cm_cache *c, const char *ns, const void *key, size_t klen,
 	struct names n;
 	unsigned char *b;
 	redisReply *rep;
+	size_t total;
 	int rv;
 
 	if ((rv = names_for(c, ns, key, klen, &n)) != CM_OK) {
@@ -1234,9 +1353,10 @@ cm_cache_delete(cm_cache *c, const char *ns, const void *key, size_t klen,
 	if (c->l1 != NULL)
 		cm_l1_del(c->l1, n.l1, n.l1len);
 	if (tomb_ms > 0) {
-		b = val_make('T', cm_now_ms() + tomb_ms, 0, NULL, 0);
+		b = val_make('T', clock_ms(c) + tomb_ms, 0, NULL, 0, NULL, 0,
+		             &total);
 		rep = cm_redis_cmd(rconn(c), "SET %b %b PX %lld", n.l2, n.l2len,
-		                   b, (size_t) HDR_LEN, (long long) tomb_ms);
+		                   b, total, (long long) tomb_ms);
 		free(b);
 	} else {
 		rep = cm_redis_cmd(rconn(c), "DEL %b", n.l2, n.l2len);
@@ -1337,14 +1457,14 @@ cm_cache_warm(cm_cache *c, const char *ns, const void *key, size_t klen)
 	struct names n;
 	struct l2_read r;
 	struct outcome o;
-	int64_t now = cm_now_ms();
+	int64_t now = clock_ms(c);
 	int rv;
 
 	if ((rv = names_for(c, ns, key, klen, &n)) != CM_OK)
 		return (rv);
 	l2_get(c, &n, &r);
 	rv = r.down ? CM_UNAVAILABLE : CM_NOT_FOUND;
-	if (r.found && r.h.kind == 'V' && r.h.soft_ms > now) {
+	if (r.found && is_value(r.h.kind) && r.h.soft_ms > now) {
 		memset(&o, 0, sizeof(o));
 		from_l2(c, &n, &r, cm_l1_epoch(c->l1, n.l1, n.l1len), now,
 		        CM_CACHE_L2, &o);

@@ -22,7 +22,10 @@
  *     that grows as expiry nears and with the cost of the last load
  *     (Vattani et al., "Optimal Probabilistic Cache Stampede Prevention");
  *   - stale-if-error: L2 keeps a value stale_ms past its expiry; when the
- *     loader fails, the stale value is served;
+ *     loader fails (or another instance holds the lease), the stale value
+ *     is served.  Only a read with a loader ever gets a value past its
+ *     expiry: without one, an expired value is "not found", whichever
+ *     level holds it;
  *   - negative caching: a loader's CM_NOT_FOUND is cached for
  *     negative_ttl_ms.
  *
@@ -58,6 +61,10 @@ typedef struct cm_cache_config {
 	double xfetch_beta;    /* 0: no early refresh; 1.0 is the paper's */
 	int redis_timeout_ms;  /* per command (200) */
 	bool no_subscribe;     /* tests: no invalidation subscriber */
+	/* The wall clock (ms) that expiries are kept in; NULL: cm_now_ms.
+	 * Tests move it to expire values that L1 and Redis still hold. */
+	int64_t (*now_ms)(void *arg);
+	void *now_arg;
 } cm_cache_config;
 
 /* Where a read was answered. */
@@ -70,11 +77,21 @@ enum cm_cache_level {
 };
 const char *cm_cache_level_name(int level);
 
-/* A value handed to and from the engine. */
+/*
+ * A value handed to and from the engine.  Values may carry metadata: a
+ * short string kept with them (the cache service keeps a value's content
+ * type there), at most CM_CACHE_META_MAX bytes.  Values written without
+ * it, or before it existed, read with meta NULL.
+ */
+#define CM_CACHE_META_MAX 255
 typedef struct cm_cache_value {
 	void *data; /* malloc'd; whoever holds the struct frees it */
 	size_t len;
 	int64_t ttl_ms; /* loader: 0 means the default */
+	/* Reads: the metadata, NUL-terminated, in data's allocation (freed
+	 * with it), or NULL.  Loaders' values carry none (ignored). */
+	const char *meta;
+	size_t meta_len;
 } cm_cache_value;
 
 /*
@@ -103,7 +120,8 @@ bool cm_cache_ns_ok(const char *ns);
 /*
  * Read-through.  On CM_OK *out holds a malloc'd copy (caller frees
  * out->data).  CM_NOT_FOUND: the key is known absent.  loader may be NULL
- * (then a miss in L1 and L2 is CM_NOT_FOUND).  level (may be NULL)
+ * (then a miss in L1 and L2, or a value past its expiry, is CM_NOT_FOUND:
+ * stale values are served only in place of a load).  level (may be NULL)
  * receives where it was answered.
  */
 int cm_cache_get_or_load(cm_cache *c, const char *ns, const void *key,
@@ -113,7 +131,8 @@ int cm_cache_get_or_load(cm_cache *c, const char *ns, const void *key,
 /*
  * Non-blocking L1 lookup and fill, for event loops: never touch Redis.
  * cm_cache_l1_lookup returns CM_OK (value copied, malloc'd), CM_NOT_FOUND
- * (negatively cached) or CM_UNAVAILABLE (a miss), and on a miss fills
+ * (negatively cached) or CM_UNAVAILABLE (a miss, or an entry past its
+ * expiry), and on a miss fills
  * *ticket for a later cm_cache_l1_fill, which stores the value unless an
  * invalidation came in between.
  */
@@ -145,10 +164,15 @@ int cm_cache_track(cm_cache *c, const char *ns);
  * up and ns's version known (never touches Redis). */
 bool cm_cache_l1_ready(cm_cache *c, const char *ns);
 
-/* Writes key to L2 (and this L1) with ttl (0: default) and tags; other
- * instances drop their L1 copies. */
+/*
+ * Writes key to L2 (and this L1) with meta (NULL or "": none; longer than
+ * CM_CACHE_META_MAX: CM_INVALID_ARGUMENT), ttl and tags; other instances
+ * drop their L1 copies.  An explicit ttl_ms is kept to the millisecond
+ * (reads without a loader stop finding the value when it has passed); 0
+ * takes the default, shortened by the jitter.
+ */
 int cm_cache_set(cm_cache *c, const char *ns, const void *key, size_t klen,
-                 const void *val, size_t vlen, int64_t ttl_ms,
+                 const void *val, size_t vlen, const char *meta, int64_t ttl_ms,
                  const char *const *tags, size_t ntags);
 /*
  * Drops key everywhere.  tomb_ms > 0 leaves a tombstone in L2 for that

@@ -12,6 +12,16 @@
  * Limits: keys at most CACHESVC_KEY_MAX bytes (OUT_OF_RANGE; the gateway
  * answers 413 before calling), values at most CACHESVC_VALUE_MAX
  * (RESOURCE_EXHAUSTED; the gateway's body limit answers 413 first).
+ *
+ * Content types.  A Set's content type, checked by
+ * cachesvc_content_type_ok (INVALID_ARGUMENT), is kept with the value as
+ * the engine's metadata; reads give it back, and a value without one
+ * (set without it, or before the service kept it) reads as
+ * CACHESVC_CTYPE_DEFAULT.
+ *
+ * Expiry.  Reads pass no loader to the engine, so a value is found until
+ * its TTL has passed and never after: the stale tail the engine keeps in
+ * Redis is for read-through callers, of which this service has none.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +52,15 @@ internal_ns(struct cachesvc *s, const char *ns)
 		p = e != NULL ? e + 1 : NULL;
 	}
 	return (false);
+}
+
+/* The content type a read reports: the stored one, or the default. */
+static char *
+content_type(cm_rpc_ctx *ctx, const cm_cache_value *v)
+{
+	if (v->meta == NULL || v->meta_len == 0)
+		return (cm_pbstr(CACHESVC_CTYPE_DEFAULT));
+	return (cm_arena_strndup(ctx->arena, v->meta, v->meta_len));
 }
 
 /* Admission and argument checks shared by every keyed method. */
@@ -104,6 +123,7 @@ h_get(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 	r->value.data = cm_arena_alloc(ctx->arena, v.len + 1);
 	memcpy(r->value.data, v.data, v.len);
 	r->value.len = v.len;
+	r->content_type = content_type(ctx, &v);
 	/* Where it was found is for internal callers: through the gateway
 	 * the reply must not vary with it, or its ETag would. */
 	if (cm_rpc_ctx_meta(ctx, "client_ip") == NULL)
@@ -144,6 +164,7 @@ h_mget(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 			e->value.data = cm_arena_alloc(ctx->arena, v.len + 1);
 			memcpy(e->value.data, v.data, v.len);
 			e->value.len = v.len;
+			e->content_type = content_type(ctx, &v);
 			cachesvc_hot_record(svc(ctx)->hot, rq->ns, rq->keys[i]);
 		}
 		free(v.data);
@@ -157,6 +178,7 @@ static int
 h_set(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 {
 	const Cache__SetRequest *rq = (const Cache__SetRequest *) in;
+	const char *ctype;
 	int rv;
 
 	if ((rv = check(ctx, rq->ns, rq->key, true)) != CM_OK)
@@ -175,11 +197,19 @@ h_set(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 		if (!cm_cache_ns_ok(rq->tags[i]))
 			return (cm_rpc_error(ctx, CM_INVALID_ARGUMENT,
 			                     "tag: 1-64 of [A-Za-z0-9_.-]"));
-	rv = cm_cache_set(svc(ctx)->cache, rq->ns, rq->key, strlen(rq->key),
-	                  rq->value.data, rq->value.len,
-	                  (rq->ttl > 0 ? rq->ttl : svc(ctx)->default_ttl_s) *
-	                      1000,
-	                  (const char *const *) rq->tags, rq->n_tags);
+	ctype = rq->content_type != NULL ? rq->content_type : "";
+	if (*ctype != '\0' && !cachesvc_content_type_ok(ctype, strlen(ctype)))
+		return (cm_rpc_error(ctx, CM_INVALID_ARGUMENT,
+		                     "content type: a media type "
+		                     "(type/subtype[; name=value]...) of at "
+		                     "most %d bytes",
+		                     CACHESVC_CTYPE_MAX));
+	/* Seconds to ms here; the engine keeps expiries in ms. */
+	rv = cm_cache_set(
+	    svc(ctx)->cache, rq->ns, rq->key, strlen(rq->key), rq->value.data,
+	    rq->value.len, *ctype != '\0' ? ctype : NULL,
+	    (rq->ttl > 0 ? rq->ttl : svc(ctx)->default_ttl_s) * 1000,
+	    (const char *const *) rq->tags, rq->n_tags);
 	if (rv != CM_OK)
 		return (cm_rpc_error(ctx, rv, "cache unavailable"));
 	*out = cm_rpc_new_msg(ctx, &cache__set_response__descriptor);

@@ -12,9 +12,11 @@
 #include "cache.h"
 #include "rpc/rpc.h"
 
-#define CACHESVC_KEY_MAX   512
-#define CACHESVC_VALUE_MAX (1 << 20)
-#define CACHESVC_TAGS_MAX  32
+#define CACHESVC_KEY_MAX       512
+#define CACHESVC_VALUE_MAX     (1 << 20)
+#define CACHESVC_TAGS_MAX      32
+#define CACHESVC_CTYPE_MAX     127
+#define CACHESVC_CTYPE_DEFAULT "application/octet-stream"
 
 struct cachesvc_hot;
 
@@ -27,6 +29,15 @@ struct cachesvc {
 };
 
 extern const cm_rpc_service cachesvc_rpc_service;
+
+/*
+ * A value's content type (ctype.c, pure): an RFC 9110 media type,
+ * type "/" subtype *( OWS ";" OWS [ name "=" ( token / quoted-string ) ] ),
+ * 1-CACHESVC_CTYPE_MAX bytes of visible ASCII, spaces and tabs, with no
+ * space at either end.  It is stored with the value and sent back as a
+ * response header, so nothing else gets through.
+ */
+bool cachesvc_content_type_ok(const char *s, size_t len);
 
 /*
  * Hot keys: gets are counted in memory and flushed every flush_ms into a

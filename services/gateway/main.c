@@ -142,6 +142,7 @@ core_start(void)
 	gw_redirect_register();
 	gw_health_register();
 	gw_metrics_register();
+	gw_cache_register();
 	gw_ratelimit_register();
 #ifdef GW_TEST_HANDLERS
 	{

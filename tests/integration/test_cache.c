@@ -73,6 +73,38 @@ engine_new(void)
 	return (c);
 }
 
+/*
+ * Engines on a clock of the test's: the real one plus clock_skew, so that
+ * a test can move past a value's expiry while L1 (whose clock is the
+ * monotonic one) and Redis (which keeps a stale tail) still hold it.  No
+ * subscriber: L1 is trusted and nothing else writes their prefix.
+ */
+static _Atomic int64_t clock_skew;
+
+static int64_t
+skewed_now(void *arg)
+{
+	(void) arg;
+	return (cm_now_ms() + atomic_load(&clock_skew));
+}
+
+static cm_cache *
+engine_clocked(size_t l1_bytes)
+{
+	cm_cache_config cc;
+	cm_cache *c;
+
+	memset(&cc, 0, sizeof(cc));
+	cc.redis_url = T.redis.url;
+	cc.prefix = "ctest";
+	cc.l1_bytes = l1_bytes;
+	cc.redis_timeout_ms = 2000;
+	cc.no_subscribe = true;
+	cc.now_ms = skewed_now;
+	assert_int_equal(cm_cache_new(&c, &cc), CM_OK);
+	return (c);
+}
+
 /* ---- the test loader ---- */
 
 struct loader {
@@ -226,14 +258,14 @@ test_engine_invalidation(void **state)
 	key_name(k1, sizeof(k1), "k1");
 	key_name(k2, sizeof(k2), "k2");
 	key_name(k3, sizeof(k3), "k3");
-	assert_int_equal(
-	    cm_cache_set(T.a, "inv", k1, strlen(k1), "one", 3, 60000, t1, 1),
-	    CM_OK);
-	assert_int_equal(
-	    cm_cache_set(T.a, "inv", k2, strlen(k2), "two", 3, 60000, NULL, 0),
-	    CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "inv", k1, strlen(k1), "one", 3,
+	                              NULL, 60000, t1, 1),
+	                 CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "inv", k2, strlen(k2), "two", 3,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
 	assert_int_equal(cm_cache_set(T.a, "inv", k3, strlen(k3), "three", 5,
-	                              60000, NULL, 0),
+	                              NULL, 60000, NULL, 0),
 	                 CM_OK);
 	fill_l1(T.b, "inv", k1);
 	fill_l1(T.b, "inv", k2);
@@ -285,6 +317,205 @@ test_engine_stale_if_error(void **state)
 	assert_int_equal(v.len, strlen(key) + 2);
 	free(v.data);
 	assert_int_equal(atomic_load(&l.calls), 2);
+}
+
+/* Reads key without a loader: the return code, and level and value. */
+static int
+get_plain(cm_cache *c, const char *ns, const char *key, int *level, char *val,
+          size_t vlen)
+{
+	cm_cache_value v = {0};
+	int rv;
+
+	*level = CM_CACHE_NONE;
+	rv = cm_cache_get_or_load(c, ns, key, strlen(key), NULL, NULL, &v,
+	                          level);
+	if (val != NULL && vlen > 0)
+		snprintf(val, vlen, "%.*s", rv == CM_OK ? (int) v.len : 0,
+		         rv == CM_OK ? (char *) v.data : "");
+	free(v.data);
+	return (rv);
+}
+
+/*
+ * An L1 hit never outlives the value's TTL, though the L1 entry does:
+ * served just before it, "not found" from the millisecond it passes,
+ * without a loader; with one, a failed load still serves the stale copy
+ * and a good one replaces it.  The TTL a Set names is kept exactly (no
+ * jitter takes from it).
+ */
+static void
+test_engine_expiry_l1(void **state)
+{
+	struct loader bad = {.result = CM_UNAVAILABLE};
+	struct loader good = {.result = CM_OK, .ttl_ms = 60000};
+	cm_cache *f = engine_clocked(1 << 20);
+	cm_cache_value v = {0};
+	cm_cache_ticket t;
+	char key[64], val[64];
+	int level;
+
+	(void) state;
+	atomic_store(&clock_skew, 0);
+	key_name(key, sizeof(key), "exp-l1");
+	assert_int_equal(cm_cache_set(f, "exp", key, strlen(key), "val", 3,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
+	assert_int_equal(get_plain(f, "exp", key, &level, val, sizeof(val)),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_L1);
+	assert_string_equal(val, "val");
+	atomic_store(&clock_skew, 60000 - 200);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0), CM_OK);
+	assert_int_equal(level, CM_CACHE_L1);
+	/* Its TTL is over: L1 (60 s of real time left) must not answer. */
+	atomic_store(&clock_skew, 60000);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0),
+	                 CM_NOT_FOUND);
+	assert_int_equal(cm_cache_l1_lookup(f, "exp", key, strlen(key), &v, &t),
+	                 CM_UNAVAILABLE);
+	assert_null(v.data);
+	assert_true(t.valid);
+	assert_false(cm_cache_l1_has(f, "exp", key, strlen(key)));
+	/* Stale-if-error is for a read with a loader, and only when it fails.
+	 */
+	assert_int_equal(cm_cache_get_or_load(f, "exp", key, strlen(key),
+	                                      test_load, &bad, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_STALE);
+	assert_memory_equal(v.data, "val", 3);
+	free(v.data);
+	assert_int_equal(atomic_load(&bad.calls), 1);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0),
+	                 CM_NOT_FOUND);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(cm_cache_get_or_load(f, "exp", key, strlen(key),
+	                                      test_load, &good, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_LOADER);
+	assert_int_equal(v.len, strlen(key) + 2);
+	free(v.data);
+	assert_int_equal(get_plain(f, "exp", key, &level, NULL, 0), CM_OK);
+	assert_int_equal(level, CM_CACHE_L1);
+	atomic_store(&clock_skew, 0);
+	cm_cache_free(f);
+}
+
+/*
+ * The same through L2 (an engine without L1): Redis keeps the value
+ * stale_ms past its TTL, and only a read with a failing loader gets it.
+ */
+static void
+test_engine_expiry_l2(void **state)
+{
+	struct loader bad = {.result = CM_UNAVAILABLE};
+	cm_cache *g = engine_clocked(0);
+	cm_cache_value v = {0};
+	cm_cache_stats st;
+	char key[64], val[64];
+	int level;
+
+	(void) state;
+	atomic_store(&clock_skew, 0);
+	key_name(key, sizeof(key), "exp-l2");
+	assert_int_equal(cm_cache_set(g, "exp", key, strlen(key), "val", 3,
+	                              NULL, 1000, NULL, 0),
+	                 CM_OK);
+	assert_int_equal(get_plain(g, "exp", key, &level, val, sizeof(val)),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_L2);
+	assert_string_equal(val, "val");
+	atomic_store(&clock_skew, 1000 - 200);
+	assert_int_equal(get_plain(g, "exp", key, &level, NULL, 0), CM_OK);
+	assert_int_equal(level, CM_CACHE_L2);
+	atomic_store(&clock_skew, 1000);
+	assert_int_equal(get_plain(g, "exp", key, &level, NULL, 0),
+	                 CM_NOT_FOUND);
+	/* Still in Redis (the stale tail), as a warm finds: no. */
+	assert_int_equal(cm_cache_warm(g, "exp", key, strlen(key)),
+	                 CM_NOT_FOUND);
+	assert_int_equal(cm_cache_get_or_load(g, "exp", key, strlen(key),
+	                                      test_load, &bad, &v, &level),
+	                 CM_OK);
+	assert_int_equal(level, CM_CACHE_STALE);
+	assert_int_equal(v.len, 3);
+	assert_memory_equal(v.data, "val", 3);
+	free(v.data);
+	cm_cache_get_stats(g, &st);
+	assert_int_equal(st.stale_served, 1);
+	atomic_store(&clock_skew, 0);
+	cm_cache_free(g);
+}
+
+/*
+ * Metadata is kept with a value through L1 and L2 and the event-loop
+ * lookup; a value without it reads with meta NULL; too long is refused.
+ */
+static void
+test_engine_meta(void **state)
+{
+	cm_cache_value v = {0};
+	cm_cache_ticket t;
+	char key[64], plain[64], meta[CM_CACHE_META_MAX + 2];
+	int level;
+
+	(void) state;
+	key_name(key, sizeof(key), "meta");
+	key_name(plain, sizeof(plain), "plain");
+	assert_int_equal(cm_cache_set(T.a, "meta", key, strlen(key), "<b/>", 4,
+	                              "text/html", 60000, NULL, 0),
+	                 CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "meta", plain, strlen(plain), "p", 1,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
+	/* B reads L2, A its own copy (L1 or L2); then lookups. */
+	for (int round = 0; round < 2; round++) {
+		cm_cache *c = round == 0 ? T.b : T.a;
+
+		memset(&v, 0, sizeof(v));
+		assert_int_equal(cm_cache_get_or_load(c, "meta", key,
+		                                      strlen(key), NULL, NULL,
+		                                      &v, &level),
+		                 CM_OK);
+		assert_int_equal(v.len, 4);
+		assert_memory_equal(v.data, "<b/>", 4);
+		assert_non_null(v.meta);
+		assert_int_equal(v.meta_len, 9);
+		assert_string_equal(v.meta, "text/html");
+		free(v.data);
+		memset(&v, 0, sizeof(v));
+		assert_int_equal(cm_cache_get_or_load(c, "meta", plain,
+		                                      strlen(plain), NULL, NULL,
+		                                      &v, &level),
+		                 CM_OK);
+		assert_null(v.meta);
+		assert_int_equal(v.meta_len, 0);
+		free(v.data);
+	}
+	fill_l1(T.b, "meta", key);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(
+	    cm_cache_l1_lookup(T.b, "meta", key, strlen(key), &v, &t), CM_OK);
+	assert_string_equal(v.meta, "text/html");
+	assert_memory_equal(v.data, "<b/>", 4);
+	free(v.data);
+	memset(meta, 'm', sizeof(meta));
+	meta[CM_CACHE_META_MAX + 1] = '\0';
+	assert_int_equal(cm_cache_set(T.a, "meta", key, strlen(key), "x", 1,
+	                              meta, 60000, NULL, 0),
+	                 CM_INVALID_ARGUMENT);
+	meta[CM_CACHE_META_MAX] = '\0';
+	assert_int_equal(cm_cache_set(T.a, "meta", key, strlen(key), "x", 1,
+	                              meta, 60000, NULL, 0),
+	                 CM_OK);
+	/* (B may hold the old value until the invalidation reaches it.) */
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(cm_cache_get_or_load(T.a, "meta", key, strlen(key),
+	                                      NULL, NULL, &v, &level),
+	                 CM_OK);
+	assert_int_equal(v.meta_len, CM_CACHE_META_MAX);
+	assert_string_equal(v.meta, meta);
+	free(v.data);
 }
 
 /* "Not found" is cached: the loader runs once. */
@@ -347,11 +578,11 @@ test_engine_l1_cleared_on_drop(void **state)
 	key_name(other, sizeof(other), "other");
 	assert_int_equal(cm_cache_track(T.b, "drop"), CM_OK);
 	assert_int_equal(cm_cache_track(T.b, "bad ns!"), CM_INVALID_ARGUMENT);
-	assert_int_equal(
-	    cm_cache_set(T.a, "drop", key, strlen(key), "x", 1, 60000, NULL, 0),
-	    CM_OK);
+	assert_int_equal(cm_cache_set(T.a, "drop", key, strlen(key), "x", 1,
+	                              NULL, 60000, NULL, 0),
+	                 CM_OK);
 	assert_int_equal(cm_cache_set(T.a, "untracked", other, strlen(other),
-	                              "y", 1, 60000, NULL, 0),
+	                              "y", 1, NULL, 60000, NULL, 0),
 	                 CM_OK);
 	fill_l1(T.b, "drop", key);
 	fill_l1(T.b, "untracked", other);
@@ -410,7 +641,7 @@ test_engine_l1_lookup_large(void **state)
 		big[i] = (char) ('a' + i % 26);
 	key_name(key, sizeof(key), "large");
 	assert_int_equal(cm_cache_set(T.a, "large", key, strlen(key), big, len,
-	                              60000, NULL, 0),
+	                              NULL, 60000, NULL, 0),
 	                 CM_OK);
 	fill_l1(T.b, "large", key);
 	assert_int_equal(
@@ -564,11 +795,23 @@ test_service_restart_warms(void **state)
 
 /* ---- HTTP through the gateway ---- */
 
+/* One request; hdrs: NULL-terminated "Name: value" lines (may be NULL). */
+static void
+http_hdrs(h_resp *r, const char *method, const char *path,
+          const char *const *hdrs, const char *body, size_t len)
+{
+	char url[4200];
+	int n;
+
+	n = snprintf(url, sizeof(url), "%s%.4096s", T.gw_url, path);
+	assert_true(n > 0 && (size_t) n < sizeof(url));
+	h_http(r, method, url, hdrs, body, len);
+}
+
 static void
 http(h_resp *r, const char *method, const char *path, const char *auth,
      const char *extra, const char *body, size_t len)
 {
-	char url[1300];
 	const char *hdrs[3] = {NULL, NULL, NULL};
 	int n = 0;
 
@@ -576,61 +819,252 @@ http(h_resp *r, const char *method, const char *path, const char *auth,
 		hdrs[n++] = auth;
 	if (extra != NULL)
 		hdrs[n++] = extra;
-	snprintf(url, sizeof(url), "%s%s", T.gw_url, path);
-	h_http(r, method, url, hdrs, body, len);
+	http_hdrs(r, method, path, hdrs, body, len);
 }
 
+/* The response's header name is exactly want. */
+static void
+header_is(const h_resp *r, const char *name, const char *want)
+{
+	char *v = h_resp_header(r, name);
+
+	if (v == NULL)
+		fail_msg("no %s header", name);
+	if (strcmp(v, want) != 0) {
+		fprintf(stderr, "%s: \"%s\", not \"%s\"\n", name, v, want);
+		free(v);
+		fail();
+	}
+	free(v);
+}
+
+/* A JSON error body with this code. */
+static void
+error_is(const h_resp *r, long status, const char *code)
+{
+	char *c = h_json_str(r, "error.code");
+
+	if (r->status != status || c == NULL || strcmp(c, code) != 0) {
+		fprintf(stderr, "got %ld %s, want %ld %s\n", r->status, r->body,
+		        status, code);
+		free(c);
+		fail();
+	}
+	free(c);
+}
+
+/* PUT path with these headers (and the admin's token): the status. */
+static long
+put_value(const char *path, const char *ctype_hdr, const char *body, size_t len)
+{
+	const char *hdrs[3] = {T.auth_admin, ctype_hdr, NULL};
+	h_resp r;
+	long status;
+
+	http_hdrs(&r, "PUT", path, hdrs, body, len);
+	status = r.status;
+	if (status != 204)
+		fprintf(stderr, "PUT %s: %ld %s\n", path, status, r.body);
+	h_resp_free(&r);
+	return (status);
+}
+
+/*
+ * The admin API: who may call it, a value back as it was put (raw bytes,
+ * the content type given at PUT), its ETag and 304, JSON when asked, the
+ * limits, tags, versions, stats.
+ */
 static void
 test_http_admin_api(void **state)
 {
+	static const char bin[] = {'a', '\0', 'b', '\xff', '\n', 'c'};
+	const char *json_hdrs[3] = {T.auth_admin, "Accept: application/json",
+	                            NULL};
 	h_resp r;
-	char path[1200], key[64], inm[128], *etag, *cc, *big;
+	char path[1200], key[64], bkey[64], inm[128], *etag, *jetag, *cc, *big,
+	    *s;
 
 	(void) state;
 	key_name(key, sizeof(key), "http");
 	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s?ttl=60&tags=grp",
 	         key);
 	http(&r, "PUT", path, NULL, NULL, "hello", 5);
-	assert_int_equal(r.status, 401);
+	error_is(&r, 401, "UNAUTHENTICATED");
 	h_resp_free(&r);
 	http(&r, "PUT", path, T.auth_user, NULL, "hello", 5);
-	assert_int_equal(r.status, 403);
+	error_is(&r, 403, "PERMISSION_DENIED");
 	h_resp_free(&r);
-	http(&r, "PUT", path, T.auth_admin, NULL, "hello", 5);
-	assert_int_equal(r.status, 204);
-	h_resp_free(&r);
+	assert_int_equal(put_value(path,
+	                           "Content-Type: text/plain; charset=utf-8",
+	                           "hello", 5),
+	                 204);
 
+	/* The raw bytes, with the content type they were put with. */
 	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", key);
 	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
 	assert_int_equal(r.status, 200);
-	assert_non_null(strstr(r.body, "aGVsbG8=")); /* base64 "hello" */
+	assert_int_equal(r.body_len, 5);
+	assert_memory_equal(r.body, "hello", 5);
+	header_is(&r, "content-type", "text/plain; charset=utf-8");
+	header_is(&r, "cache-control", "private, no-cache");
+	header_is(&r, "vary", "Accept");
+	header_is(&r, "x-content-type-options", "nosniff");
 	etag = h_resp_header(&r, "etag");
-	cc = h_resp_header(&r, "cache-control");
 	assert_non_null(etag);
-	assert_non_null(cc);
-	assert_non_null(strstr(cc, "no-cache"));
 	h_resp_free(&r);
 	snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
 	http(&r, "GET", path, T.auth_admin, inm, NULL, 0);
 	assert_int_equal(r.status, 304);
+	assert_int_equal(r.body_len, 0);
 	h_resp_free(&r);
 	http(&r, "GET", path, T.auth_admin, "If-None-Match: \"other\"", NULL,
 	     0);
 	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "hello", 5);
 	h_resp_free(&r);
+	http(&r, "HEAD", path, T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 0);
+	header_is(&r, "content-type", "text/plain; charset=utf-8");
+	header_is(&r, "etag", etag);
+	h_resp_free(&r);
+	/* The same bytes as another type: another ETag, no 304. */
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s?ttl=60&tags=grp",
+	         key);
+	assert_int_equal(
+	    put_value(path, "Content-Type: text/markdown", "hello", 5), 204);
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", key);
+	http(&r, "GET", path, T.auth_admin, inm, NULL, 0);
+	assert_int_equal(r.status, 200);
+	header_is(&r, "content-type", "text/markdown");
+	assert_memory_equal(r.body, "hello", 5);
+	h_resp_free(&r);
+	assert_int_equal(put_value(path,
+	                           "Content-Type: text/plain; charset=utf-8",
+	                           "hello", 5),
+	                 204);
+	http(&r, "GET", path, T.auth_admin, inm, NULL, 0);
+	assert_int_equal(r.status, 304);
+	h_resp_free(&r);
+	/* Wildcards get the value as it is too. */
+	http(&r, "GET", path, T.auth_admin, "Accept: */*", NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "hello", 5);
+	h_resp_free(&r);
+
+	/* JSON when asked: the same shape as before, plus the content type,
+	 * with an ETag of its own. */
+	http_hdrs(&r, "GET", path, json_hdrs, NULL, 0);
+	assert_int_equal(r.status, 200);
+	header_is(&r, "content-type", "application/json");
+	header_is(&r, "vary", "Accept");
+	s = h_json_str(&r, "value");
+	assert_non_null(s);
+	assert_string_equal(s, "aGVsbG8="); /* base64 "hello" */
+	free(s);
+	s = h_json_str(&r, "content_type");
+	assert_non_null(s);
+	assert_string_equal(s, "text/plain; charset=utf-8");
+	free(s);
+	s = h_json_str(&r, "level");
+	assert_non_null(s);
+	assert_string_equal(s, ""); /* never varies through the gateway */
+	free(s);
+	jetag = h_resp_header(&r, "etag");
+	assert_non_null(jetag);
+	assert_string_not_equal(jetag, etag);
+	cc = h_resp_header(&r, "cache-control");
+	assert_non_null(cc);
+	assert_non_null(strstr(cc, "no-cache"));
+	h_resp_free(&r);
+	{
+		char jinm[128];
+		const char *h[4] = {T.auth_admin, "Accept: application/json",
+		                    jinm, NULL};
+
+		snprintf(jinm, sizeof(jinm), "If-None-Match: %s", jetag);
+		http_hdrs(&r, "GET", path, h, NULL, 0);
+		assert_int_equal(r.status, 304);
+		h_resp_free(&r);
+	}
 	free(etag);
+	free(jetag);
 	free(cc);
+
+	/* No Content-Type: application/octet-stream; any bytes come back. */
+	key_name(bkey, sizeof(bkey), "bin");
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", bkey);
+	assert_int_equal(put_value(path, "Content-Type:", bin, sizeof(bin)),
+	                 204);
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, sizeof(bin));
+	assert_memory_equal(r.body, bin, sizeof(bin));
+	header_is(&r, "content-type", "application/octet-stream");
+	h_resp_free(&r);
+	http_hdrs(&r, "GET", path, json_hdrs, NULL, 0);
+	s = h_json_str(&r, "content_type");
+	assert_non_null(s);
+	assert_string_equal(s, "application/octet-stream");
+	free(s);
+	h_resp_free(&r);
+
+	/* Content types are checked: 400 with a JSON error, nothing kept. */
+	{
+		static const char *const bad[] = {
+		    "Content-Type: text",
+		    "Content-Type: text/",
+		    "Content-Type: /plain",
+		    "Content-Type: text/plain; charset",
+		    "Content-Type: text/plain, text/html",
+		    "Content-Type: text/pl\xc3\xa9in",
+		    "Content-Type: text/plain; a=\"unterminated",
+		};
+		char longct[300];
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			const char *h[3] = {T.auth_admin, bad[i], NULL};
+
+			http_hdrs(&r, "PUT", path, h, "new", 3);
+			error_is(&r, 400, "INVALID_ARGUMENT");
+			h_resp_free(&r);
+		}
+		snprintf(longct, sizeof(longct), "Content-Type: text/%0*d", 200,
+		         0);
+		{
+			const char *h[3] = {T.auth_admin, longct, NULL};
+
+			http_hdrs(&r, "PUT", path, h, "new", 3);
+			error_is(&r, 400, "INVALID_ARGUMENT");
+			h_resp_free(&r);
+		}
+		{
+			const char *h[4] = {T.auth_admin,
+			                    "Content-Type: text/plain",
+			                    "Content-Type: text/html", NULL};
+
+			http_hdrs(&r, "PUT", path, h, "new", 3);
+			error_is(&r, 400, "INVALID_ARGUMENT");
+			h_resp_free(&r);
+		}
+		http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+		assert_int_equal(r.body_len, sizeof(bin));
+		h_resp_free(&r);
+	}
 
 	/* internal namespaces are read-only here */
 	http(&r, "PUT", "/api/v1/cache/shortener/abc", T.auth_admin, NULL, "x",
 	     1);
-	assert_int_equal(r.status, 403);
+	error_is(&r, 403, "PERMISSION_DENIED");
 	h_resp_free(&r);
 	/* limits */
 	memset(path, 0, sizeof(path));
 	strcpy(path, "/api/v1/cache/ops/");
 	memset(path + strlen(path), 'k', 600);
 	http(&r, "PUT", path, T.auth_admin, NULL, "x", 1);
+	assert_int_equal(r.status, 413);
+	h_resp_free(&r);
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
 	assert_int_equal(r.status, 413);
 	h_resp_free(&r);
 	big = calloc(1, (1 << 20) + 10);
@@ -642,7 +1076,11 @@ test_http_admin_api(void **state)
 	free(big);
 	http(&r, "GET", "/api/v1/cache/ops/no-such-key", T.auth_admin, NULL,
 	     NULL, 0);
-	assert_int_equal(r.status, 404);
+	error_is(&r, 404, "NOT_FOUND");
+	h_resp_free(&r);
+	http(&r, "PUT", "/api/v1/cache/ops/k?ttl=soon", T.auth_admin, NULL, "x",
+	     1);
+	error_is(&r, 400, "INVALID_ARGUMENT");
 	h_resp_free(&r);
 
 	/* tag invalidation, version bump, stats */
@@ -653,16 +1091,216 @@ test_http_admin_api(void **state)
 	h_resp_free(&r);
 	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", key);
 	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
-	assert_int_equal(r.status, 404);
+	error_is(&r, 404, "NOT_FOUND");
 	h_resp_free(&r);
 	http(&r, "POST", "/api/v1/cache/ops/bump", T.auth_admin, NULL, NULL, 0);
 	assert_int_equal(r.status, 200);
+	h_resp_free(&r);
+	snprintf(path, sizeof(path), "/api/v1/cache/ops/%s", bkey);
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	error_is(&r, 404, "NOT_FOUND");
 	h_resp_free(&r);
 	http(&r, "GET", "/api/v1/cache/stats", T.auth_user, NULL, NULL, 0);
 	assert_int_equal(r.status, 403);
 	h_resp_free(&r);
 	http(&r, "GET", "/api/v1/cache/stats", T.auth_admin, NULL, NULL, 0);
 	assert_int_equal(r.status, 200);
+	h_resp_free(&r);
+}
+
+/* Invalidates tag in namespace tags: how many keys it dropped. */
+static long long
+invalidate(const char *tag)
+{
+	char body[128];
+	h_resp r;
+	long long n;
+	int len;
+
+	len = snprintf(body, sizeof(body), "{\"tags\":[\"%s\"]}", tag);
+	http(&r, "POST", "/api/v1/cache/tags/invalidate", T.auth_admin,
+	     "Content-Type: application/json", body, (size_t) len);
+	assert_int_equal(r.status, 200);
+	n = h_json_int(&r, "invalidated");
+	h_resp_free(&r);
+	return (n);
+}
+
+static long
+get_status(const char *path)
+{
+	h_resp r;
+	long status;
+
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	status = r.status;
+	h_resp_free(&r);
+	return (status);
+}
+
+/*
+ * tags: repeated parameters and comma lists alike, and both at once; the
+ * caps hold after the split (the service's 32 tags, the gateway's 100
+ * values per parameter); an empty piece is a bad tag.
+ */
+static void
+test_http_tags(void **state)
+{
+	char path[4096], k1[64], k2[64], p1[256], p2[256];
+	h_resp r;
+	size_t n;
+
+	(void) state;
+	key_name(k1, sizeof(k1), "tag1");
+	key_name(k2, sizeof(k2), "tag2");
+	snprintf(p1, sizeof(p1), "/api/v1/cache/tags/%s", k1);
+	snprintf(p2, sizeof(p2), "/api/v1/cache/tags/%s", k2);
+	/* Every tag of a comma list, of repeated parameters, of both. */
+	for (const char *t = "ab"; *t != '\0'; t++) {
+		char tag[2] = {*t, '\0'};
+
+		snprintf(path, sizeof(path), "%s?tags=a,b", p1);
+		assert_int_equal(put_value(path, NULL, "1", 1), 204);
+		assert_int_equal(put_value(p2, NULL, "2", 1), 204);
+		assert_true(invalidate(tag) >= 1);
+		assert_int_equal(get_status(p1), 404);
+		assert_int_equal(get_status(p2), 200);
+	}
+	for (const char *t = "bcde"; *t != '\0'; t++) {
+		char tag[2] = {*t, '\0'};
+
+		snprintf(path, sizeof(path), "%s?tags=c&tags=d,e&tags=b", p2);
+		assert_int_equal(put_value(path, NULL, "2", 1), 204);
+		assert_int_equal(put_value(p1, NULL, "1", 1), 204);
+		assert_true(invalidate(tag) >= 1);
+		assert_int_equal(get_status(p2), 404);
+		assert_int_equal(get_status(p1), 200);
+	}
+
+	/* 32 tags in one comma list are fine, 33 are not */
+	n = (size_t) snprintf(path, sizeof(path), "%s?tags=t0", p1);
+	for (int i = 1; i < 32; i++)
+		n += (size_t) snprintf(path + n, sizeof(path) - n, ",t%d", i);
+	assert_int_equal(put_value(path, NULL, "1", 1), 204);
+	snprintf(path + n, sizeof(path) - n, "&tags=t32");
+	http(&r, "PUT", path, T.auth_admin, NULL, "1", 1);
+	error_is(&r, 400, "INVALID_ARGUMENT");
+	h_resp_free(&r);
+	/* over the gateway's cap on values, counted after the split */
+	n = (size_t) snprintf(path, sizeof(path), "%s?tags=t0", p1);
+	for (int i = 1; i < 101; i++)
+		n += (size_t) snprintf(path + n, sizeof(path) - n, ",t%d", i);
+	http(&r, "PUT", path, T.auth_admin, NULL, "1", 1);
+	error_is(&r, 400, "INVALID_ARGUMENT");
+	assert_non_null(strstr(r.body, "more than 100 values"));
+	h_resp_free(&r);
+	/* empty pieces, bad tags */
+	snprintf(path, sizeof(path), "%s?tags=a,,b", p1);
+	http(&r, "PUT", path, T.auth_admin, NULL, "1", 1);
+	error_is(&r, 400, "INVALID_ARGUMENT");
+	h_resp_free(&r);
+	snprintf(path, sizeof(path), "%s?tags=a,", p1);
+	http(&r, "PUT", path, T.auth_admin, NULL, "1", 1);
+	error_is(&r, 400, "INVALID_ARGUMENT");
+	h_resp_free(&r);
+	snprintf(path, sizeof(path), "%s?tags=a%%20b", p1);
+	http(&r, "PUT", path, T.auth_admin, NULL, "1", 1);
+	error_is(&r, 400, "INVALID_ARGUMENT");
+	h_resp_free(&r);
+}
+
+/*
+ * ttl=1 through the real binaries: served before the second is over,
+ * gone once it is (the engine checks the expiry to the millisecond), on
+ * the instance that took the PUT (through the gateway) and on the other
+ * one (RPC, from Redis), although Redis still holds the value.
+ */
+static void
+test_http_ttl_precision(void **state)
+{
+	char path[256], key[64], l2key[128], cmd[256], *rep;
+	int64_t before, after;
+	h_resp r;
+
+	(void) state;
+	key_name(key, sizeof(key), "ttl");
+	snprintf(path, sizeof(path), "/api/v1/cache/ttl/%s?ttl=1", key);
+	before = cm_mono_ms();
+	assert_int_equal(put_value(path, "Content-Type: text/plain", "x", 1),
+	                 204);
+	after = cm_mono_ms();
+	/* A slower PUT would leave no room to tell 0.9 s from 1.1 s. */
+	assert_true(after - before < 400);
+	snprintf(path, sizeof(path), "/api/v1/cache/ttl/%s", key);
+	h_msleep((int) (before + 900 - cm_mono_ms()));
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "x", 1);
+	h_resp_free(&r);
+	assert_int_equal(svc_get(T.r2, "ttl", key, false), CM_OK);
+	h_msleep((int) (after + 1100 - cm_mono_ms()));
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	error_is(&r, 404, "NOT_FOUND");
+	h_resp_free(&r);
+	assert_int_equal(svc_get(T.r2, "ttl", key, false), CM_NOT_FOUND);
+	assert_int_equal(svc_get(T.r1, "ttl", key, false), CM_NOT_FOUND);
+	/* ...while Redis keeps it for stale-if-error (CACHE_STALE_S). */
+	snprintf(l2key, sizeof(l2key), "cache:{ttl}:0:%s", key);
+	snprintf(cmd, sizeof(cmd), "EXISTS %s", l2key);
+	rep = h_redis_cmd(&T.redis, cmd);
+	assert_non_null(strstr(rep, ":1\r\n"));
+	free(rep);
+}
+
+/*
+ * A value stored before content types were kept (the engine's 'V'
+ * format, written into Redis as the old service wrote it) reads as
+ * application/octet-stream, raw and as JSON.
+ */
+static void
+test_http_old_value(void **state)
+{
+	const char *json_hdrs[3] = {T.auth_admin, "Accept: application/json",
+	                            NULL};
+	unsigned char val[13 + 3];
+	int64_t soft = cm_now_ms() + 60000;
+	uint32_t delta = 0;
+	char path[256], key[64], l2key[128], *s;
+	redisContext *rc;
+	redisReply *rep;
+	h_resp r;
+
+	(void) state;
+	key_name(key, sizeof(key), "old");
+	val[0] = 'V';
+	memcpy(val + 1, &soft, 8);
+	memcpy(val + 9, &delta, 4);
+	memcpy(val + 13, "old", 3);
+	snprintf(l2key, sizeof(l2key), "cache:{legacy}:0:%s", key);
+	rc = redisConnect("127.0.0.1", T.redis.port);
+	assert_non_null(rc);
+	rep = redisCommand(rc, "SET %s %b PX 60000", l2key, val, sizeof(val));
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+	redisFree(rc);
+	snprintf(path, sizeof(path), "/api/v1/cache/legacy/%s", key);
+	http(&r, "GET", path, T.auth_admin, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 3);
+	assert_memory_equal(r.body, "old", 3);
+	header_is(&r, "content-type", "application/octet-stream");
+	h_resp_free(&r);
+	http_hdrs(&r, "GET", path, json_hdrs, NULL, 0);
+	assert_int_equal(r.status, 200);
+	s = h_json_str(&r, "content_type");
+	assert_non_null(s);
+	assert_string_equal(s, "application/octet-stream");
+	free(s);
+	s = h_json_str(&r, "value");
+	assert_non_null(s);
+	assert_string_equal(s, "b2xk"); /* base64 "old" */
+	free(s);
 	h_resp_free(&r);
 }
 
@@ -804,12 +1442,18 @@ main(void)
 	    cmocka_unit_test(test_engine_single_flight),
 	    cmocka_unit_test(test_engine_invalidation),
 	    cmocka_unit_test(test_engine_stale_if_error),
+	    cmocka_unit_test(test_engine_expiry_l1),
+	    cmocka_unit_test(test_engine_expiry_l2),
+	    cmocka_unit_test(test_engine_meta),
 	    cmocka_unit_test(test_engine_negative),
 	    cmocka_unit_test(test_engine_tombstone),
 	    cmocka_unit_test(test_engine_l1_cleared_on_drop),
 	    cmocka_unit_test(test_engine_l1_lookup_large),
 	    cmocka_unit_test(test_service_invalidation),
 	    cmocka_unit_test(test_http_admin_api),
+	    cmocka_unit_test(test_http_tags),
+	    cmocka_unit_test(test_http_ttl_precision),
+	    cmocka_unit_test(test_http_old_value),
 	    cmocka_unit_test(test_service_restart_warms),
 	    cmocka_unit_test(test_plain_remote_listener_refused),
 	};

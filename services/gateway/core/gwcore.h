@@ -159,6 +159,14 @@ gw_req_hstate(const struct gw_req *rq)
 /* A matched path parameter's value, or NULL. */
 const char *gw_req_param(const struct gw_req *rq, const char *name,
                          size_t *len);
+/*
+ * A successful answer to a GET that clients may keep and revalidate
+ * (request.c): a strong ETag (64-bit FNV-1a of ctype and the body) and
+ * "Cache-Control: private, no-cache"; 304 with no body when the request's
+ * If-None-Match lists the tag (or "*"), else gw_respond's response.
+ */
+void gw_respond_etag(struct gw_req *rq, int status, const char *ctype,
+                     const void *body, size_t len);
 /* A handler's (or filter's) per-loop state. */
 void *gw_handler_loop(struct gw_loop *l, const struct gw_handler *h);
 void *gw_filter_loop(struct gw_loop *l, const struct gw_filter *f);

@@ -322,6 +322,46 @@ gw_req_param(const struct gw_req *rq, const char *name, size_t *len)
 	return (gw_match_param(&gw_creq(rq)->match, name, len));
 }
 
+/* Whether an If-None-Match value lists tag (or is "*"). */
+static bool
+etag_listed(const char *inm, size_t len, const char *tag)
+{
+	size_t tl = strlen(tag);
+
+	for (size_t i = 0; i < len; i++) {
+		if (inm[i] == '*')
+			return (true);
+		if (i + tl <= len && memcmp(inm + i, tag, tl) == 0)
+			return (true);
+	}
+	return (false);
+}
+
+void
+gw_respond_etag(struct gw_req *rq, int status, const char *ctype,
+                const void *body, size_t len)
+{
+	char tag[24];
+	const char *inm;
+	size_t ilen;
+	uint64_t h = GW_FNV_INIT;
+
+	/* The type too: the same bytes as another type are another
+	 * representation, and a 304 would keep the old type. */
+	if (ctype != NULL)
+		h = gw_fnv1a(h, ctype, strlen(ctype) + 1);
+	h = gw_fnv1a(h, body, len);
+	snprintf(tag, sizeof(tag), "\"%016llx\"", (unsigned long long) h);
+	gw_resp_header(rq, "ETag", tag);
+	gw_resp_header(rq, "Cache-Control", "private, no-cache");
+	if ((inm = gw_req_header_join(rq, "if-none-match", &ilen)) != NULL &&
+	    etag_listed(inm, ilen, tag)) {
+		gw_respond(rq, 304, NULL, NULL, 0);
+		return;
+	}
+	gw_respond(rq, status, ctype, body, len);
+}
+
 void
 gw_req_meta(const struct gw_req *rq, cm_rpc_meta *meta)
 {

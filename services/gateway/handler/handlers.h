@@ -15,6 +15,7 @@ void gw_rpc_register(void);      /* "rpc": JSON <-> protobuf transcoding */
 void gw_redirect_register(void); /* "redirect": GET /{code} */
 void gw_health_register(void);   /* "health": GET /healthz */
 void gw_metrics_register(void);  /* "metrics": GET /metrics */
+void gw_cache_register(void);    /* "cache": GET/PUT cache values, raw */
 
 #ifdef GW_TEST_HANDLERS
 /*

@@ -5,10 +5,11 @@
  * becomes JSON, or the HTTP error its status maps to.
  *
  * The browser and CDN levels of caching: every successful JSON reply to a
- * GET (or HEAD) carries a strong ETag (64-bit FNV-1a of the body) and
+ * GET (or HEAD) carries a strong ETag (64-bit FNV-1a of the body and its
+ * content type) and
  * "Cache-Control: private, no-cache", which makes clients revalidate; a
  * request whose If-None-Match lists the tag (or "*") gets 304 with no
- * body.
+ * body (gw_respond_etag).
  *
  * A DELETE of a link (a GW_RF_DROP_CODE route) drops the code from this
  * gateway's redirect cache before the answer goes out: the shortener's
@@ -23,39 +24,6 @@
 #include "status.h"
 
 #include "handlers.h"
-
-static bool
-etag_listed(const char *inm, size_t len, const char *tag)
-{
-	size_t tl = strlen(tag);
-
-	for (size_t i = 0; i < len; i++) {
-		if (inm[i] == '*')
-			return (true);
-		if (i + tl <= len && memcmp(inm + i, tag, tl) == 0)
-			return (true);
-	}
-	return (false);
-}
-
-static void
-etag_respond(struct gw_req *rq, int status, const char *body, size_t len)
-{
-	char tag[24];
-	const char *inm;
-	size_t ilen;
-
-	snprintf(tag, sizeof(tag), "\"%016llx\"",
-	         (unsigned long long) gw_fnv1a(GW_FNV_INIT, body, len));
-	gw_resp_header(rq, "ETag", tag);
-	gw_resp_header(rq, "Cache-Control", "private, no-cache");
-	if ((inm = gw_req_header_join(rq, "if-none-match", &ilen)) != NULL &&
-	    etag_listed(inm, ilen, tag)) {
-		gw_respond(rq, 304, NULL, NULL, 0);
-		return;
-	}
-	gw_respond(rq, status, "application/json", body, len);
-}
 
 static void
 rpc_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
@@ -85,7 +53,7 @@ rpc_reply(struct gw_req *rq, void *arg, int idx, const struct gw_reply *r)
 	if (status == 204)
 		gw_respond(rq, 204, NULL, NULL, 0);
 	else if (rq->method == HTTP_GET || rq->method == HTTP_HEAD)
-		etag_respond(rq, status, json, jlen);
+		gw_respond_etag(rq, status, "application/json", json, jlen);
 	else
 		gw_respond(rq, status, "application/json", json, jlen);
 }

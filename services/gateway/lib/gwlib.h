@@ -76,6 +76,12 @@ void gw_error_json(struct gw_buf *b, const char *code, const char *msg);
 bool gw_strcaseeq(const char *s, size_t len, const char *lit);
 /* Trims spaces and tabs at both ends of a counted string. */
 const char *gw_trim(const char *s, size_t *len);
+/*
+ * Whether an Accept value (a comma-separated list of media ranges) names
+ * application/json with a weight above 0.  Wildcards do not count: JSON
+ * is for clients that ask for it by name.
+ */
+bool gw_accept_json(const char *accept, size_t len);
 
 /* 64-bit FNV-1a, continuing from h (start with GW_FNV_INIT). */
 #define GW_FNV_INIT 14695981039346656037ULL
@@ -288,6 +294,17 @@ int gw_transcode_request(const struct gw_croute *r, const struct gw_match *m,
                          const char *query, size_t qlen, const char *body,
                          size_t blen, cm_arena *a, uint8_t **out,
                          size_t *outlen, char *err, size_t errlen);
+/*
+ * gw_transcode_request in two steps, for a handler that adds to the
+ * message before it goes out: the input message, bound as above (in the
+ * arena, of the route's input type), then packed (arena memory).
+ */
+int gw_transcode_message(const struct gw_croute *r, const struct gw_match *m,
+                         const char *query, size_t qlen, const char *body,
+                         size_t blen, cm_arena *a, ProtobufCMessage **out,
+                         char *err, size_t errlen);
+uint8_t *gw_transcode_pack(const ProtobufCMessage *msg, cm_arena *a,
+                           size_t *outlen);
 
 /*
  * Unpacks a reply payload with the route's output descriptor and renders

@@ -973,6 +973,44 @@ test_error_json_and_status(void **state)
 	assert_false(gw_header_safe("x\r\nSet-Cookie: a", 16));
 }
 
+/* JSON only for a client that names it (with a weight above 0). */
+static void
+test_accept_json(void **state)
+{
+	static const char *const yes[] = {
+	    "application/json",
+	    "Application/JSON",
+	    "text/plain, application/json",
+	    "application/json;q=0.5",
+	    "application/json; charset=utf-8; q=1",
+	    "  application/json  ",
+	    "text/x;a=\"p,q\", application/json;q=0.01",
+	    "application/json;q=0.0001",
+	};
+	static const char *const no[] = {
+	    "",
+	    "*/*",
+	    "application/*",
+	    "text/plain",
+	    "application/jsonx",
+	    "application/json-seq",
+	    "xapplication/json",
+	    "application/json;q=0",
+	    "application/json; q=0.000",
+	    "application/json;Q=0.",
+	    "text/x;a=\"application/json\"",
+	    "application/octet-stream, application/json;q=0",
+	};
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		if (!gw_accept_json(yes[i], strlen(yes[i])))
+			fail_msg("not JSON: %s", yes[i]);
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		if (gw_accept_json(no[i], strlen(no[i])))
+			fail_msg("JSON: %s", no[i]);
+}
+
 static void
 test_redirect_value(void **state)
 {
@@ -1171,6 +1209,7 @@ main(void)
 	    cmocka_unit_test(test_split_target),
 	    cmocka_unit_test(test_query_and_pct),
 	    cmocka_unit_test(test_error_json_and_status),
+	    cmocka_unit_test(test_accept_json),
 	    cmocka_unit_test(test_redirect_value),
 	    cmocka_unit_test(test_clicks),
 	    cmocka_unit_test(test_api_key_id),

@@ -194,6 +194,66 @@ gw_trim(const char *s, size_t *len)
 	return (s);
 }
 
+/*
+ * Whether the parameters of a media range, p[0..len) from its first ';',
+ * give it weight 0 ("q=0", "q=0.", "q=0.000").
+ */
+static bool
+q_zero(const char *p, size_t len)
+{
+	const char *end = p + len, *semi, *v;
+	size_t vlen;
+
+	while (p < end) {
+		p++; /* the ';' */
+		semi = memchr(p, ';', (size_t) (end - p));
+		vlen = (size_t) ((semi != NULL ? semi : end) - p);
+		v = gw_trim(p, &vlen);
+		p = semi != NULL ? semi : end;
+		if (vlen < 2 || (v[0] != 'q' && v[0] != 'Q') || v[1] != '=')
+			continue;
+		if (vlen == 2 || v[2] != '0')
+			return (false);
+		for (size_t j = 3; j < vlen; j++)
+			if (!(j == 3 && v[j] == '.') && v[j] != '0')
+				return (false);
+		return (true);
+	}
+	return (false);
+}
+
+bool
+gw_accept_json(const char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t start = i, elen, rlen;
+		bool quoted = false;
+		const char *e, *semi;
+
+		/* One element: up to a comma outside a quoted string. */
+		while (i < len && (s[i] != ',' || quoted)) {
+			if (s[i] == '"')
+				quoted = !quoted;
+			i++;
+		}
+		e = s + start;
+		elen = i - start;
+		if (i < len)
+			i++;
+		semi = memchr(e, ';', elen);
+		rlen = semi != NULL ? (size_t) (semi - e) : elen;
+		e = gw_trim(e, &rlen);
+		if (!gw_strcaseeq(e, rlen, "application/json"))
+			continue;
+		if (semi == NULL ||
+		    !q_zero(semi, (size_t) (s + start + elen - semi)))
+			return (true);
+	}
+	return (false);
+}
+
 uint64_t
 gw_fnv1a(uint64_t h, const void *p, size_t n)
 {

@@ -141,14 +141,13 @@ bind_query(const struct gw_croute *r, ProtobufCMessage *msg, const char *query,
 }
 
 int
-gw_transcode_request(const struct gw_croute *r, const struct gw_match *m,
+gw_transcode_message(const struct gw_croute *r, const struct gw_match *m,
                      const char *query, size_t qlen, const char *body,
-                     size_t blen, cm_arena *a, uint8_t **out, size_t *outlen,
+                     size_t blen, cm_arena *a, ProtobufCMessage **out,
                      char *err, size_t errlen)
 {
 	ProtobufCMessage *msg;
-	uint8_t *buf;
-	size_t i, n;
+	size_t i;
 
 	msg = cm_arena_alloc(a, r->in->sizeof_message);
 	protobuf_c_message_init(r->in, msg);
@@ -174,11 +173,35 @@ gw_transcode_request(const struct gw_croute *r, const struct gw_match *m,
 			return (-1);
 		}
 	}
+	*out = msg;
+	return (0);
+}
+
+uint8_t *
+gw_transcode_pack(const ProtobufCMessage *msg, cm_arena *a, size_t *outlen)
+{
+	uint8_t *buf;
+	size_t n;
+
 	n = protobuf_c_message_get_packed_size(msg);
 	buf = cm_arena_alloc(a, n ? n : 1);
 	protobuf_c_message_pack(msg, buf);
-	*out = buf;
 	*outlen = n;
+	return (buf);
+}
+
+int
+gw_transcode_request(const struct gw_croute *r, const struct gw_match *m,
+                     const char *query, size_t qlen, const char *body,
+                     size_t blen, cm_arena *a, uint8_t **out, size_t *outlen,
+                     char *err, size_t errlen)
+{
+	ProtobufCMessage *msg;
+
+	if (gw_transcode_message(r, m, query, qlen, body, blen, a, &msg, err,
+	                         errlen) != 0)
+		return (-1);
+	*out = gw_transcode_pack(msg, a, outlen);
 	return (0);
 }
 
