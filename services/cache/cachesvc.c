@@ -2,12 +2,17 @@
  * The cache service's RPC handlers: thin wrappers over the engine
  * (common/cache.h) plus the rules of the operator API.
  *
- * Who may do what.  A call that came through the gateway carries the
- * client's address as "client_ip" metadata; such a call needs the admin
- * role ("claim.role" = "admin", from the caller's JWT), and may not write
- * (Set, Delete, InvalidateTags, BumpVersion) a namespace that services use
- * internally (CACHE_INTERNAL_NAMESPACES, "shortener" by default).  Calls
- * from other services (no client_ip) are trusted.
+ * Who may do what.  A call acts for a client unless it says it is a
+ * service's own: metadata "origin" = "service", which the gateway never
+ * sends (it builds the metadata of the calls it makes for a request itself:
+ * the client's address, the JWT's claims).  A client's call needs the
+ * admin role ("claim.role" = "admin", from the caller's JWT), and may not
+ * write (Set, Delete, InvalidateTags, BumpVersion) a namespace that
+ * services use internally (CACHE_INTERNAL_NAMESPACES, "shortener" by
+ * default).  Nothing is a service's own because a field is missing.  The
+ * metadata itself is believed because of who can send it: over tls+tcp://
+ * only holders of the stack's certificates, over plain tcp:// only what
+ * reaches the loopback listener.
  *
  * Limits: keys at most CACHESVC_KEY_MAX bytes (OUT_OF_RANGE; the gateway
  * answers 413 before calling), values at most CACHESVC_VALUE_MAX
@@ -63,13 +68,22 @@ content_type(cm_rpc_ctx *ctx, const cm_cache_value *v)
 	return (cm_arena_strndup(ctx->arena, v->meta, v->meta_len));
 }
 
+/* Whether the call is a service's own, not one made for a client. */
+static bool
+own_call(const cm_rpc_ctx *ctx)
+{
+	const char *o = cm_rpc_ctx_meta(ctx, "origin");
+
+	return (o != NULL && strcmp(o, "service") == 0);
+}
+
 /* Admission and argument checks shared by every keyed method. */
 static int
 check(cm_rpc_ctx *ctx, const char *ns, const char *key, bool write)
 {
 	const char *role;
 
-	if (cm_rpc_ctx_meta(ctx, "client_ip") != NULL) {
+	if (!own_call(ctx)) {
 		if (ctx->user_id == NULL || *ctx->user_id == '\0')
 			return (cm_rpc_error(ctx, CM_UNAUTHENTICATED,
 			                     "a token is required"));
@@ -126,7 +140,7 @@ h_get(cm_rpc_ctx *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 	r->content_type = content_type(ctx, &v);
 	/* Where it was found is for internal callers: through the gateway
 	 * the reply must not vary with it, or its ETag would. */
-	if (cm_rpc_ctx_meta(ctx, "client_ip") == NULL)
+	if (own_call(ctx))
 		r->level = cm_pbstr(cm_cache_level_name(level));
 	free(v.data);
 	*out = &r->base;

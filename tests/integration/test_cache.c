@@ -673,12 +673,24 @@ cache_start(h_proc *p, const char *name, int port)
 	assert_true(h_wait_healthy(T.cache_bin, addr, 20000));
 }
 
+/* A call as a service of the stack makes it (metadata origin=service). */
+static const cm_rpc_meta own = {
+    .nmeta = 1, .meta = {{.key = "origin", .value = "service"}}};
+
+static int
+rpc_as(cm_rpc_client *c, const cm_rpc_meta *meta, const char *method,
+       const ProtobufCMessage *in, const ProtobufCMessageDescriptor *od,
+       ProtobufCMessage **out, cm_arena *a)
+{
+	return (cm_rpc_call(c, meta, method, in, od, out, cm_now_ms() + 3000, a,
+	                    NULL, 0));
+}
+
 static int
 rpc(cm_rpc_client *c, const char *method, const ProtobufCMessage *in,
     const ProtobufCMessageDescriptor *od, ProtobufCMessage **out, cm_arena *a)
 {
-	return (cm_rpc_call(c, NULL, method, in, od, out, cm_now_ms() + 3000, a,
-	                    NULL, 0));
+	return (rpc_as(c, &own, method, in, od, out, a));
 }
 
 static int
@@ -726,6 +738,68 @@ svc_wait_l1_gone(cm_rpc_client *c, const char *ns, const char *key, int ms)
 		h_msleep(10);
 	}
 	return (false);
+}
+
+/*
+ * Nothing is a service's own call because a field is missing: a direct
+ * call with no metadata, or with only a user and no role, is a client's
+ * and needs the admin role; with the role it still may not write an
+ * internal namespace.  Only origin=service may, and only it is told the
+ * level a value was found at.
+ */
+static void
+test_service_default_deny(void **state)
+{
+	Cache__SetRequest st = CACHE__SET_REQUEST__INIT;
+	Cache__GetRequest gt = CACHE__GET_REQUEST__INIT;
+	cm_rpc_meta user = {.user_id = "mallory"};
+	cm_rpc_meta admin = {.user_id = "ops", .nmeta = 1};
+	ProtobufCMessage *out;
+	Cache__GetResponse *g;
+	cm_arena a;
+
+	(void) state;
+	admin.meta[0].key = "claim.role";
+	admin.meta[0].value = "admin";
+	cm_arena_init(&a);
+	st.ns = cm_pbstr("shortener");
+	st.key = cm_pbstr("planted");
+	st.value.data = (uint8_t *) "https://evil.example/";
+	st.value.len = strlen("https://evil.example/");
+	st.ttl = 60;
+	assert_int_equal(rpc_as(T.r1, NULL, "cache.Cache/Set", &st.base,
+	                        &cache__set_response__descriptor, &out, &a),
+	                 CM_UNAUTHENTICATED);
+	assert_int_equal(rpc_as(T.r1, &user, "cache.Cache/Set", &st.base,
+	                        &cache__set_response__descriptor, &out, &a),
+	                 CM_PERMISSION_DENIED);
+	assert_int_equal(rpc_as(T.r1, &admin, "cache.Cache/Set", &st.base,
+	                        &cache__set_response__descriptor, &out, &a),
+	                 CM_PERMISSION_DENIED);
+	gt.ns = cm_pbstr("shortener");
+	gt.key = cm_pbstr("planted");
+	assert_int_equal(rpc_as(T.r1, NULL, "cache.Cache/Get", &gt.base,
+	                        &cache__get_response__descriptor, &out, &a),
+	                 CM_UNAUTHENTICATED);
+	/* Nothing was planted. */
+	assert_int_equal(rpc(T.r1, "cache.Cache/Get", &gt.base,
+	                     &cache__get_response__descriptor, &out, &a),
+	                 CM_NOT_FOUND);
+	/* A service's own call may, and learns the level. */
+	assert_int_equal(rpc(T.r1, "cache.Cache/Set", &st.base,
+	                     &cache__set_response__descriptor, &out, &a),
+	                 CM_OK);
+	assert_int_equal(rpc(T.r1, "cache.Cache/Get", &gt.base,
+	                     &cache__get_response__descriptor, &out, &a),
+	                 CM_OK);
+	g = (Cache__GetResponse *) out;
+	assert_true(g->level != NULL && *g->level != '\0');
+	assert_int_equal(rpc_as(T.r1, &admin, "cache.Cache/Get", &gt.base,
+	                        &cache__get_response__descriptor, &out, &a),
+	                 CM_OK);
+	g = (Cache__GetResponse *) out;
+	assert_true(g->level == NULL || *g->level == '\0');
+	cm_arena_fini(&a);
 }
 
 /* A delete on one service instance reaches the other's L1 within 1 s. */
@@ -1449,6 +1523,7 @@ main(void)
 	    cmocka_unit_test(test_engine_tombstone),
 	    cmocka_unit_test(test_engine_l1_cleared_on_drop),
 	    cmocka_unit_test(test_engine_l1_lookup_large),
+	    cmocka_unit_test(test_service_default_deny),
 	    cmocka_unit_test(test_service_invalidation),
 	    cmocka_unit_test(test_http_admin_api),
 	    cmocka_unit_test(test_http_tags),
