@@ -30,8 +30,9 @@
  * give a uint64 above INT64_MAX, since jansson stores integers as long long
  * and fails to parse bigger ones.  Floats take numbers, numeric strings and
  * "NaN", "Infinity", "-Infinity".  null leaves a field as initialised.
- * Missing proto2 required fields are not an error here (a URL parameter
- * may still supply them); sub-messages nest at most 100 deep.
+ * Enums take a value's full name, its short name (see pbj_enum_prefix) or
+ * its number.  Missing proto2 required fields are not an error here (a URL
+ * parameter may still supply them); sub-messages nest at most 100 deep.
  *
  * Encoding writes every field in field-number order under its proto name.
  * Fields with explicit presence that are unset (has_ false, a NULL optional
@@ -40,7 +41,8 @@
  * message.  64-bit integers are JSON numbers, except uint64 values above
  * INT64_MAX, which jansson cannot hold and are written as decimal strings;
  * non-finite floats are the strings "NaN", "Infinity", "-Infinity"; enums
- * are names (numbers without a name stay numbers).
+ * are short names ("high"; the full name where the short one would read
+ * back as another value; numbers without a name stay numbers).
  */
 #include <errno.h>
 #include <float.h>
@@ -583,7 +585,101 @@ pbj_text_real(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
 	return (pbj_store_real(d, f, x, dst));
 }
 
-/* An enum value by name, or by number if it names a defined value. */
+/*
+ * Enum value names.  A value is known by its full name (PRIORITY_HIGH) and
+ * by its short name (high): the full name lower-cased, without the prefix
+ * the enum type's name gives its values in the style guides (Priority ->
+ * PRIORITY_, ServingStatus -> SERVING_STATUS_).  The prefix is recognised
+ * as protoc recognises it when it checks proto3 enums for names that
+ * collide (case and '_' ignored), and must be followed by a '_' and by a
+ * rest that does not start with a digit: COLORFUL in enum Color stays
+ * "colorful", PRIORITY_1 stays "priority_1" (so no short name is ever
+ * read as a number).  Value names are ASCII identifiers.
+ */
+
+static char
+pbj_lower(char c)
+{
+	return (c >= 'A' && c <= 'Z' ? (char) (c - 'A' + 'a') : c);
+}
+
+/* Length of the prefix of name that its short name drops; 0 if none. */
+static size_t
+pbj_enum_prefix(const ProtobufCEnumDescriptor *ed, const char *name)
+{
+	const char *t = ed->short_name;
+	size_t i = 0, j = 0;
+
+	if (t == NULL || *t == '\0')
+		return (0);
+	while (t[j] != '\0') {
+		if (t[j] == '_') {
+			j++;
+			continue;
+		}
+		if (name[i] == '_') {
+			i++;
+			continue;
+		}
+		/* a mismatch stops at the end of name, too */
+		if (pbj_lower(name[i]) != pbj_lower(t[j]))
+			return (0);
+		i++;
+		j++;
+	}
+	if (name[i] != '_')
+		return (0);
+	while (name[i] == '_')
+		i++;
+	if (name[i] == '\0' || (name[i] >= '0' && name[i] <= '9'))
+		return (0);
+	return (i);
+}
+
+/* Whether s[0..n) is the short name of value ev (lower case only). */
+static int
+pbj_enum_short_eq(const ProtobufCEnumDescriptor *ed,
+                  const ProtobufCEnumValue *ev, const char *s, size_t n)
+{
+	const char *p = ev->name + pbj_enum_prefix(ed, ev->name);
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		if (p[k] == '\0' || pbj_lower(p[k]) != s[k])
+			return (0);
+	return (p[n] == '\0');
+}
+
+/*
+ * The value whose short name is s[0..n), or NULL.  Two values with
+ * different numbers may share one (RED and COLOR_RED in enum Color, which
+ * protoc allows in proto2): then NULL, *ambiguous set.
+ */
+static const ProtobufCEnumValue *
+pbj_enum_by_short(const ProtobufCEnumDescriptor *ed, const char *s, size_t n,
+                  int *ambiguous)
+{
+	const ProtobufCEnumValue *found = NULL;
+	unsigned i;
+
+	*ambiguous = 0;
+	for (i = 0; i < ed->n_values; i++) {
+		if (!pbj_enum_short_eq(ed, &ed->values[i], s, n))
+			continue;
+		if (found == NULL)
+			found = &ed->values[i];
+		else if (found->value != ed->values[i].value) {
+			*ambiguous = 1;
+			return (NULL);
+		}
+	}
+	return (found);
+}
+
+/*
+ * An enum value by its full name, its short name, or its number if that
+ * is a defined value.
+ */
 static int
 pbj_text_enum(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
               const char *s, size_t n, void *dst)
@@ -592,12 +688,21 @@ pbj_text_enum(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
 	const ProtobufCEnumValue *ev = NULL;
 	struct pbj_int v;
 	int32_t x;
+	int ambiguous = 0;
 	char *name;
 
 	if (memchr(s, '\0', n) == NULL) {
 		name = cm_arena_strndup(d->arena, s, n);
 		ev = protobuf_c_enum_descriptor_get_value_by_name(ed, name);
+		if (ev == NULL)
+			ev = pbj_enum_by_short(ed, s, n, &ambiguous);
 	}
+	/* a short name is an identifier: its text is ASCII, and short */
+	if (ambiguous)
+		return (pbj_err(d,
+		                "ambiguous value \"%.*s\" for enum %s (give "
+		                "its full name)",
+		                (int) n, s, ed->name));
 	if (ev == NULL && pbj_parse_dec(s, n, &v) == 0 &&
 	    pbj_int_store(PROTOBUF_C_TYPE_INT32, &v, &x) == 0)
 		ev = protobuf_c_enum_descriptor_get_value(ed, x);
@@ -1142,6 +1247,39 @@ pbj_enc_real(double x, int is_float)
 	return (json_real(x));
 }
 
+/*
+ * An enum value by its short name, unless that would read back as another
+ * value (its short name is shared with a value of another number, or is
+ * the full name of one): then by its full name.
+ */
+static json_t *
+pbj_enc_enum(const ProtobufCEnumDescriptor *ed, const ProtobufCEnumValue *ev)
+{
+	const char *sn = ev->name + pbj_enum_prefix(ed, ev->name);
+	const ProtobufCEnumValue *w;
+	size_t n = strlen(sn), k;
+	char buf[64], *lc = buf;
+	int ambiguous;
+	json_t *j;
+
+	if (n >= sizeof(buf) && (lc = malloc(n + 1)) == NULL)
+		return (NULL);
+	for (k = 0; k < n; k++)
+		lc[k] = pbj_lower(sn[k]);
+	lc[n] = '\0';
+	w = pbj_enum_by_short(ed, lc, n, &ambiguous);
+	if (w == NULL || w->value != ev->value ||
+	    ((w = protobuf_c_enum_descriptor_get_value_by_name(ed, lc)) !=
+	         NULL &&
+	     w->value != ev->value))
+		j = json_string(ev->name);
+	else
+		j = json_stringn(lc, n);
+	if (lc != buf)
+		free(lc);
+	return (j);
+}
+
 /* The JSON for one value of field f stored at p. */
 static json_t *
 pbj_enc_value(const ProtobufCFieldDescriptor *f, const void *p)
@@ -1179,7 +1317,7 @@ pbj_enc_value(const ProtobufCFieldDescriptor *f, const void *p)
 		ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v.i32);
 		if (ev == NULL)
 			return (json_integer(v.i32));
-		return (json_string(ev->name));
+		return (pbj_enc_enum(f->descriptor, ev));
 	case PROTOBUF_C_TYPE_STRING:
 		return (pbj_enc_string(v.s));
 	case PROTOBUF_C_TYPE_BYTES:

@@ -10,12 +10,17 @@
  *     floats accept numbers (and integers);
  *   - bool: true/false; string: JSON string (valid UTF-8); bytes: base64
  *     (standard or URL-safe, padding optional);
- *   - enums by value name (or by number);
+ *   - enums by the full value name ("PRIORITY_HIGH"), by the short name
+ *     ("high": lower case, without the prefix the enum type's name gives
+ *     its values, as in enum Priority { PRIORITY_HIGH = 1; }), or by
+ *     number;
  *   - nested messages as objects, repeated fields as arrays, null as "unset";
  *   - unknown keys and wrong types are errors.
  * protobuf -> JSON (cm_pbjson_encode): every field under its proto name,
- *   defaults included; 64-bit integers as JSON numbers; enums by name; bytes
- *   as standard base64; repeated as arrays; unset sub-messages as null.
+ *   defaults included; 64-bit integers as JSON numbers; enums by their
+ *   short name ("high"; the full name when the short one would read back as
+ *   another value); bytes as standard base64; repeated as arrays; unset
+ *   sub-messages as null.
  */
 #ifndef CM_PBJSON_H
 #define CM_PBJSON_H
@@ -42,8 +47,8 @@ int cm_pbjson_decode(const ProtobufCMessageDescriptor *desc, json_t *obj,
 /*
  * Sets one field, named by its proto name (or camelCase name), from a
  * string as it comes in a URL path or query parameter: numbers, bools and
- * enum names are parsed from the text.  Returns 0, -1 with err set, or -2
- * when the message has no such field.
+ * enum names (full or short, as in JSON) are parsed from the text.  Returns 0,
+ * -1 with err set, or -2 when the message has no such field.
  */
 int cm_pbjson_set_field_text(const ProtobufCMessageDescriptor *desc,
                              ProtobufCMessage *msg, const char *name,

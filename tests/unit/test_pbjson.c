@@ -406,8 +406,14 @@ test_enums(void **state)
 	dec_fails(fx, d, "{\"status\":\"BOGUS\"}",
 	          "field \"status\": unknown value \"BOGUS\" for enum "
 	          "health.HealthCheckResponse.ServingStatus");
-	dec_fails(fx, d, "{\"status\":\"serving\"}",
-	          "field \"status\": unknown value \"serving\" for enum "
+	/* ServingStatus's values have no prefix: "serving" is SERVING */
+	assert_int_equal(dec(fx, d, "{\"status\":\"not_serving\"}", &h), 0);
+	assert_int_equal(
+	    h.status,
+	    HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+	/* short names in lower case only */
+	dec_fails(fx, d, "{\"status\":\"Serving\"}",
+	          "field \"status\": unknown value \"Serving\" for enum "
 	          "health.HealthCheckResponse.ServingStatus");
 	dec_fails(fx, d, "{\"status\":7}",
 	          "field \"status\": unknown value 7 for enum "
@@ -417,7 +423,7 @@ test_enums(void **state)
 	          "health.HealthCheckResponse.ServingStatus");
 
 	h.status = HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
-	assert_enc(&h, "{\"status\":\"NOT_SERVING\",\"dependencies\":[]}");
+	assert_enc(&h, "{\"status\":\"not_serving\",\"dependencies\":[]}");
 	/* a number without a name stays a number */
 	h.status = (Health__HealthCheckResponse__ServingStatus) 9;
 	assert_enc(&h, "{\"status\":9,\"dependencies\":[]}");
@@ -437,6 +443,196 @@ test_enums(void **state)
 	dec_fails(
 	    fx, &pbjt__all__descriptor, "{\"r_color\":[\"RED\",\"X\"]}",
 	    "field \"r_color[1]\": unknown value \"X\" for enum pbjt.Color");
+}
+
+/*
+ * Short names: lower case, without the prefix the enum type's name gives
+ * its values; accepted beside the full names and written instead of them.
+ */
+static void
+test_enum_short_names(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__prio__descriptor;
+	Pbjt__Prio p = PBJT__PRIO__INIT, back;
+	Pbjt__Priority ps[] = {PBJT__PRIORITY__PRIORITY_LOW,
+	                       PBJT__PRIORITY__URGENT,
+	                       PBJT__PRIORITY__PRIORITY_UNSPECIFIED};
+	char *s;
+
+	/* both forms, and numbers */
+	assert_int_equal(dec(fx, d, "{\"priority\":\"high\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"PRIORITY_LOW\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"urgent\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__URGENT);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"URGENT\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__URGENT);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"unspecified\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_UNSPECIFIED);
+	assert_int_equal(dec(fx, d, "{\"priority\":1}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"2\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(dec(fx, d,
+	                     "{\"status\":\"queued\",\"state\":\"delivered\","
+	                     "\"priorities\":[\"high\",\"PRIORITY_LOW\",3]}",
+	                     &p),
+	                 0);
+	assert_int_equal(p.status, PBJT__PRIO__STATUS__STATUS_QUEUED);
+	assert_int_equal(p.state,
+	                 PBJT__DELIVERY_STATE__DELIVERY_STATE_DELIVERED);
+	assert_int_equal(p.n_priorities, 3);
+	assert_int_equal(p.priorities[0], PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(p.priorities[1], PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(p.priorities[2], PBJT__PRIORITY__URGENT);
+
+	/* anything else is refused, naming the enum */
+	dec_fails(fx, d, "{\"priority\":\"HIGH\"}",
+	          "field \"priority\": unknown value \"HIGH\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"High\"}",
+	          "field \"priority\": unknown value \"High\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"priority_high\"}",
+	          "field \"priority\": unknown value \"priority_high\" for "
+	          "enum pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"medium\"}",
+	          "field \"priority\": unknown value \"medium\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"\"}",
+	          "field \"priority\": unknown value \"\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"high\\u0000\"}",
+	          "field \"priority\": unknown value for enum pbjt.Priority");
+	dec_fails(fx, d, "{\"priorities\":[\"low\",\"lowest\"]}",
+	          "field \"priorities[1]\": unknown value \"lowest\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"status\":\"status_queued\"}",
+	          "field \"status\": unknown value \"status_queued\" for enum "
+	          "pbjt.Prio.Status");
+
+	/* written as short names; a number without a name stays a number */
+	p.priority = PBJT__PRIORITY__PRIORITY_HIGH;
+	p.n_priorities = 3;
+	p.priorities = ps;
+	p.status = PBJT__PRIO__STATUS__STATUS_UNSPECIFIED;
+	p.state = PBJT__DELIVERY_STATE__DELIVERY_STATE_DELIVERED;
+	s = enc(&p);
+	assert_string_equal(s, "{\"priority\":\"high\",\"priorities\":["
+	                       "\"low\",\"urgent\",\"unspecified\"],"
+	                       "\"status\":\"unspecified\",\"state\":"
+	                       "\"delivered\"}");
+	assert_int_equal(dec(fx, d, s, &back), 0);
+	free(s);
+	assert_int_equal(back.priority, p.priority);
+	assert_int_equal(back.n_priorities, 3);
+	assert_memory_equal(back.priorities, ps, sizeof(ps));
+	assert_int_equal(back.state, p.state);
+	p.n_priorities = 0;
+	p.priority = (Pbjt__Priority) 42;
+	assert_enc(&p, "{\"priority\":42,\"priorities\":[],\"status\":"
+	               "\"unspecified\",\"state\":\"delivered\"}");
+}
+
+/*
+ * Enum values whose short names collide (possible in proto2): decoding
+ * the shared short name is refused, full names still work, and such
+ * values are written by their full names so the output reads back the
+ * same.  Prefixes come off only before a '_' and a non-digit.
+ */
+static void
+test_enum_short_name_clashes(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt2__legacy_clash__descriptor;
+	Pbjt2__LegacyClash c = PBJT2__LEGACY_CLASH__INIT, back;
+	Pbjt2__Clash all[] = {
+	    PBJT2__CLASH__CLASH_NONE, PBJT2__CLASH__RED,
+	    PBJT2__CLASH__CLASH_RED,  PBJT2__CLASH__CLASH_GREEN,
+	    PBJT2__CLASH__green,      PBJT2__CLASH__CLASHING,
+	    PBJT2__CLASH__CLASH_9};
+	char *s;
+
+	dec_fails(fx, d, "{\"clash\":\"red\"}",
+	          "field \"clash\": ambiguous value \"red\" for enum "
+	          "pbjt2.Clash (give its full name)");
+	assert_int_equal(dec(fx, d, "{\"clash\":\"RED\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__RED);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"CLASH_RED\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_RED);
+	/* a full name wins over a short one */
+	assert_int_equal(dec(fx, d, "{\"clash\":\"green\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__green);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"none\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_NONE);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"clashing\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASHING);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"clash_9\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_9);
+	dec_fails(fx, d, "{\"clash\":\"ing\"}",
+	          "field \"clash\": unknown value \"ing\" for enum "
+	          "pbjt2.Clash");
+	dec_fails(fx, d, "{\"clash\":\"9\"}",
+	          "field \"clash\": unknown value \"9\" for enum "
+	          "pbjt2.Clash");
+
+	c.has_clash = 1;
+	c.clash = PBJT2__CLASH__RED;
+	c.n_clashes = sizeof(all) / sizeof(all[0]);
+	c.clashes = all;
+	s = enc(&c);
+	assert_string_equal(
+	    s, "{\"clash\":\"RED\",\"clashes\":[\"none\",\"RED\",\"CLASH_RED\","
+	       "\"CLASH_GREEN\",\"green\",\"clashing\",\"clash_9\"]}");
+	assert_int_equal(dec(fx, d, s, &back), 0);
+	free(s);
+	assert_int_equal(back.n_clashes, c.n_clashes);
+	assert_memory_equal(back.clashes, all, sizeof(all));
+}
+
+/* Query and path parameters take the same names. */
+static void
+test_enum_names_from_text(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__prio__descriptor;
+	Pbjt__Prio p = PBJT__PRIO__INIT;
+	const char *vals[] = {"high", "PRIORITY_LOW", "urgent", "0"};
+	size_t lens[] = {4, 12, 6, 1};
+
+	assert_int_equal(cm_pbjson_set_field_text(d, &p.base, "priority", "low",
+	                                          3, &fx->arena, fx->err,
+	                                          sizeof(fx->err)),
+	                 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(
+	    cm_pbjson_set_field_text(d, &p.base, "priority", "PRIORITY_HIGH",
+	                             13, &fx->arena, fx->err, sizeof(fx->err)),
+	    0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(cm_pbjson_set_field_text(d, &p.base, "status",
+	                                          "queued", 6, &fx->arena,
+	                                          fx->err, sizeof(fx->err)),
+	                 0);
+	assert_int_equal(p.status, PBJT__PRIO__STATUS__STATUS_QUEUED);
+	assert_int_equal(cm_pbjson_add_field_texts(d, &p.base, "priorities",
+	                                           vals, lens, 4, &fx->arena,
+	                                           fx->err, sizeof(fx->err)),
+	                 0);
+	assert_int_equal(p.n_priorities, 4);
+	assert_int_equal(p.priorities[0], PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(p.priorities[1], PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(p.priorities[2], PBJT__PRIORITY__URGENT);
+	assert_int_equal(p.priorities[3], PBJT__PRIORITY__PRIORITY_UNSPECIFIED);
+	assert_int_equal(cm_pbjson_set_field_text(d, &p.base, "priority",
+	                                          "HIGH", 4, &fx->arena,
+	                                          fx->err, sizeof(fx->err)),
+	                 -1);
+	assert_string_equal(fx->err, "field \"priority\": unknown value "
+	                             "\"HIGH\" for enum pbjt.Priority");
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
 }
 
 static void
@@ -647,7 +843,7 @@ test_repeated_nested(void **state)
 	assert_string_equal(h.dependencies[0]->detail, "");
 	assert_false(h.dependencies[1]->ok);
 	assert_string_equal(h.dependencies[1]->detail, "down");
-	assert_enc(&h, "{\"status\":\"SERVING\",\"dependencies\":[{\"name\":"
+	assert_enc(&h, "{\"status\":\"serving\",\"dependencies\":[{\"name\":"
 	               "\"redis\",\"ok\":true,\"detail\":\"\"},{\"name\":"
 	               "\"pg\",\"ok\":false,\"detail\":\"down\"}]}");
 
@@ -820,7 +1016,7 @@ test_full_round_trip(void **state)
 	assert_non_null(strstr(s1, "\"f_fixed64\":\"18446744073709551615\","));
 	assert_non_null(strstr(s1, "\"f_float\":0.1"));
 	assert_non_null(strstr(s1, "\"f_bytes\":\"AP8Q\""));
-	assert_non_null(strstr(s1, "\"r_color\":[\"RED\",\"INFRARED\"]"));
+	assert_non_null(strstr(s1, "\"r_color\":[\"red\",\"infrared\"]"));
 	assert_int_equal(dec(fx, &pbjt__all__descriptor, s1, &back), 0);
 	assert_true(back.f_int64 == INT64_MIN);
 	assert_true(back.f_uint64 == 9223372036854775808ULL);
@@ -1223,6 +1419,9 @@ main(void)
 	    T(test_int32_range),
 	    T(test_all_scalars),
 	    T(test_enums),
+	    T(test_enum_short_names),
+	    T(test_enum_short_name_clashes),
+	    T(test_enum_names_from_text),
 	    T(test_unknown_and_wrong_types),
 	    T(test_top_level_and_bad_json),
 	    T(test_null_handling),
