@@ -1267,8 +1267,8 @@ pbj_enc_enum(const ProtobufCEnumDescriptor *ed, const ProtobufCEnumValue *ev)
 	for (k = 0; k < n; k++)
 		lc[k] = pbj_lower(sn[k]);
 	lc[n] = '\0';
-	w = pbj_enum_by_short(ed, lc, n, &ambiguous);
-	if (w == NULL || w->value != ev->value ||
+	/* ev has this short name: no other value unless it is ambiguous */
+	if (pbj_enum_by_short(ed, lc, n, &ambiguous) == NULL ||
 	    ((w = protobuf_c_enum_descriptor_get_value_by_name(ed, lc)) !=
 	         NULL &&
 	     w->value != ev->value))

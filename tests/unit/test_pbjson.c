@@ -549,10 +549,11 @@ test_enum_short_name_clashes(void **state)
 	const ProtobufCMessageDescriptor *d = &pbjt2__legacy_clash__descriptor;
 	Pbjt2__LegacyClash c = PBJT2__LEGACY_CLASH__INIT, back;
 	Pbjt2__Clash all[] = {
-	    PBJT2__CLASH__CLASH_NONE, PBJT2__CLASH__RED,
-	    PBJT2__CLASH__CLASH_RED,  PBJT2__CLASH__CLASH_GREEN,
-	    PBJT2__CLASH__green,      PBJT2__CLASH__CLASHING,
-	    PBJT2__CLASH__CLASH_9};
+	    PBJT2__CLASH__CLASH_NONE,      PBJT2__CLASH__RED,
+	    PBJT2__CLASH__CLASH_RED,       PBJT2__CLASH__CLASH_GREEN,
+	    PBJT2__CLASH__green,           PBJT2__CLASH__CLASHING,
+	    PBJT2__CLASH__CLASH_9,         PBJT2__CLASH__clash_blue,
+	    PBJT2__CLASH__CLASH_CLASH_BLUE};
 	char *s;
 
 	dec_fails(fx, d, "{\"clash\":\"red\"}",
@@ -571,6 +572,12 @@ test_enum_short_name_clashes(void **state)
 	assert_int_equal(c.clash, PBJT2__CLASH__CLASHING);
 	assert_int_equal(dec(fx, d, "{\"clash\":\"clash_9\"}", &c), 0);
 	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_9);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"blue\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__clash_blue);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"clash_blue\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__clash_blue);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"CLASH_CLASH_BLUE\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_CLASH_BLUE);
 	dec_fails(fx, d, "{\"clash\":\"ing\"}",
 	          "field \"clash\": unknown value \"ing\" for enum "
 	          "pbjt2.Clash");
@@ -585,7 +592,8 @@ test_enum_short_name_clashes(void **state)
 	s = enc(&c);
 	assert_string_equal(
 	    s, "{\"clash\":\"RED\",\"clashes\":[\"none\",\"RED\",\"CLASH_RED\","
-	       "\"CLASH_GREEN\",\"green\",\"clashing\",\"clash_9\"]}");
+	       "\"CLASH_GREEN\",\"green\",\"clashing\",\"clash_9\",\"blue\","
+	       "\"CLASH_CLASH_BLUE\"]}");
 	assert_int_equal(dec(fx, d, s, &back), 0);
 	free(s);
 	assert_int_equal(back.n_clashes, c.n_clashes);
