@@ -34,6 +34,14 @@
  * its number.  Missing proto2 required fields are not an error here (a URL
  * parameter may still supply them); sub-messages nest at most 100 deep.
  *
+ * A map<K, V> field is, in protobuf-c, a repeated field of a nested entry
+ * message with fields key = 1 and value = 2 (pbj_map_entry).  In JSON it
+ * is an object whose keys are the map's keys as text; decoding builds one
+ * entry per key (at most CM_PBJSON_MAP_MAX), with integer keys in
+ * canonical decimal only, so that the distinct keys of a JSON object are
+ * distinct map keys.  Keys a JSON text repeats are the parser's to
+ * refuse (JSON_REJECT_DUPLICATES; see pbjson.h).
+ *
  * Encoding writes every field in field-number order under its proto name.
  * Fields with explicit presence that are unset (has_ false, a NULL optional
  * string or message, a oneof member that is not the current case) are null,
@@ -42,7 +50,9 @@
  * INT64_MAX, which jansson cannot hold and are written as decimal strings;
  * non-finite floats are the strings "NaN", "Infinity", "-Infinity"; enums
  * are short names ("high"; the full name where the short one would read
- * back as another value; numbers without a name stay numbers).
+ * back as another value; numbers without a name stay numbers); maps are
+ * objects, with every value present (an entry without its message value
+ * has the empty message).
  */
 #include <errno.h>
 #include <float.h>
@@ -916,20 +926,213 @@ pbj_set_present(const ProtobufCFieldDescriptor *f, ProtobufCMessage *msg)
 		memcpy(base + f->quantifier_offset, &one, sizeof(one));
 }
 
+/* Maps. */
+
+/*
+ * Whether name is the name protoc gives the entry message of the map field
+ * f of parent: "<parent>.<F>Entry", F being f's name as protoc's
+ * MapEntryName spells it (each '_' dropped, the first letter and each
+ * one after a '_' upper-cased).
+ */
+static int
+pbj_entry_name_eq(const ProtobufCMessageDescriptor *parent,
+                  const ProtobufCFieldDescriptor *f, const char *name)
+{
+	size_t pl = strlen(parent->name);
+	const char *p;
+	int up = 1;
+	char c;
+
+	if (strncmp(name, parent->name, pl) != 0 || name[pl] != '.')
+		return (0);
+	name += pl + 1;
+	for (p = f->name; *p != '\0'; p++) {
+		if (*p == '_') {
+			up = 1;
+			continue;
+		}
+		c = *p;
+		if (up && c >= 'a' && c <= 'z')
+			c = (char) (c - 'a' + 'A');
+		up = 0;
+		if (*name++ != c)
+			return (0);
+	}
+	return (strcmp(name, "Entry") == 0);
+}
+
+/*
+ * The entry message of f if f is a map field of parent, else NULL.
+ * protobuf-c keeps no options, so the map_entry option protoc sets is not
+ * there to see: a map<K, V> field is known by the shape protoc gives it,
+ * a repeated field of the nested message <F>Entry whose only fields are
+ * "key" = 1 (an integer, bool or string) and "value" = 2, neither
+ * repeated nor in a oneof.  A message written by hand in exactly that
+ * shape is what a map is on the wire, and is taken for one.
+ */
+static const ProtobufCMessageDescriptor *
+pbj_map_entry(const ProtobufCMessageDescriptor *parent,
+              const ProtobufCFieldDescriptor *f)
+{
+	const ProtobufCMessageDescriptor *md;
+	const ProtobufCFieldDescriptor *k, *v;
+
+	if (f->label != PROTOBUF_C_LABEL_REPEATED ||
+	    f->type != PROTOBUF_C_TYPE_MESSAGE || f->descriptor == NULL)
+		return (NULL);
+	md = f->descriptor;
+	if (md->n_fields != 2)
+		return (NULL);
+	k = &md->fields[0];
+	v = &md->fields[1];
+	if (k->id != 1 || v->id != 2 || strcmp(k->name, "key") != 0 ||
+	    strcmp(v->name, "value") != 0)
+		return (NULL);
+	if (k->label == PROTOBUF_C_LABEL_REPEATED ||
+	    v->label == PROTOBUF_C_LABEL_REPEATED ||
+	    ((k->flags | v->flags) & PROTOBUF_C_FIELD_FLAG_ONEOF))
+		return (NULL);
+	if (!pbj_type_is_int(k->type) && k->type != PROTOBUF_C_TYPE_BOOL &&
+	    k->type != PROTOBUF_C_TYPE_STRING)
+		return (NULL);
+	if (!pbj_entry_name_eq(parent, f, md->name))
+		return (NULL);
+	return (md);
+}
+
+/*
+ * Appends a map key to the error path: "labels[team]" when the key is
+ * short printable ASCII without quotes, backslashes or brackets (so the
+ * path stays readable and valid UTF-8 however it is cut), else the
+ * entry's place in the object, "labels[#3]".
+ */
+static void
+pbj_path_key(struct pbj_dec *d, const char *key, size_t klen, size_t idx)
+{
+	size_t i;
+	int plain = klen > 0 && klen <= 64;
+	unsigned char c;
+
+	for (i = 0; plain && i < klen; i++) {
+		c = (unsigned char) key[i];
+		if (c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '[' ||
+		    c == ']')
+			plain = 0;
+	}
+	if (plain)
+		pbj_path_push(d, "[%.*s]", (int) klen, key);
+	else
+		pbj_path_push(d, "[#%zu]", idx);
+}
+
+/*
+ * Parses the JSON object key s[0..n) into the key field kf of a map entry
+ * at dst.  Integer keys must be canonical decimal ("7", "-7"; not "07",
+ * "-0" or "+7") and bool keys "true" or "false": then two keys of one
+ * JSON object, which jansson keeps distinct, are never one map key.
+ */
+static int
+pbj_map_key(struct pbj_dec *d, const ProtobufCFieldDescriptor *kf,
+            const char *s, size_t n, void *dst)
+{
+	struct pbj_int v;
+	protobuf_c_boolean b;
+	size_t i;
+	int rv;
+
+	if (kf->type == PROTOBUF_C_TYPE_STRING)
+		return (pbj_text_string(d, s, n, dst));
+	if (kf->type == PROTOBUF_C_TYPE_BOOL) {
+		if (n == 4 && memcmp(s, "true", 4) == 0)
+			b = 1;
+		else if (n == 5 && memcmp(s, "false", 5) == 0)
+			b = 0;
+		else
+			return (pbj_err(d, "map key: expected true or false"));
+		memcpy(dst, &b, sizeof(b));
+		return (0);
+	}
+	if ((rv = pbj_parse_dec(s, n, &v)) == -1)
+		return (pbj_err(d, "map key: expected a decimal integer"));
+	i = s[0] == '-';
+	if (s[i] == '0' && (n > i + 1 || i == 1))
+		return (pbj_err(d, "map key: expected a canonical decimal "
+		                   "integer (no leading zeros, no -0)"));
+	if (rv == -2 || pbj_int_store(kf->type, &v, dst) != 0)
+		return (pbj_err(d, "map key: value out of range for %s",
+		                pbj_type_name(kf->type)));
+	return (0);
+}
+
+/*
+ * Decodes the JSON object j into the map field f (entries md) of msg: one
+ * entry per key, in the object's order, replacing any entries it had.
+ * Values are as for any field of the value's type, but never null (a map
+ * entry has no "unset" value in proto3 JSON).  At most CM_PBJSON_MAP_MAX
+ * entries.
+ */
+static int
+pbj_dec_map(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
+            const ProtobufCMessageDescriptor *md, json_t *j,
+            ProtobufCMessage *msg)
+{
+	const ProtobufCFieldDescriptor *kf = &md->fields[0];
+	const ProtobufCFieldDescriptor *vf = &md->fields[1];
+	ProtobufCMessage **arr = NULL, *e;
+	char *base = (char *) msg, *ents = NULL;
+	const char *key;
+	size_t n, i = 0, klen, mark = d->pathlen;
+	json_t *v;
+
+	if (!json_is_object(j))
+		return (pbj_err(d, "expected an object (a map)"));
+	n = json_object_size(j);
+	if (n > CM_PBJSON_MAP_MAX)
+		return (
+		    pbj_err(d, "more than %d map entries", CM_PBJSON_MAP_MAX));
+	if (n > 0) {
+		arr = cm_arena_alloc(d->arena, n * sizeof(*arr));
+		ents = cm_arena_alloc(d->arena, n * md->sizeof_message);
+	}
+	json_object_keylen_foreach(j, key, klen, v)
+	{
+		/* sizeof_message keeps every entry aligned as the first */
+		e = (ProtobufCMessage *) (void *) (ents +
+		                                   i * md->sizeof_message);
+		protobuf_c_message_init(md, e);
+		pbj_path_key(d, key, klen, i);
+		if (pbj_map_key(d, kf, key, klen, (char *) e + kf->offset) != 0)
+			return (-1);
+		pbj_set_present(kf, e);
+		if (pbj_json_value(d, vf, v, (char *) e + vf->offset) != 0)
+			return (-1);
+		pbj_set_present(vf, e);
+		pbj_path_pop(d, mark);
+		arr[i++] = e;
+	}
+	memcpy(base + f->quantifier_offset, &i, sizeof(i));
+	memcpy(base + f->offset, &arr, sizeof(arr));
+	return (0);
+}
+
 /*
  * Decodes the JSON value j into field f of msg.  null leaves the field as
- * it is; a repeated field takes an array, which replaces its elements.
+ * it is; a repeated field takes an array, which replaces its elements; a
+ * map field takes an object, which replaces its entries.
  */
 static int
 pbj_dec_field(struct pbj_dec *d, const ProtobufCFieldDescriptor *f, json_t *j,
               ProtobufCMessage *msg)
 {
+	const ProtobufCMessageDescriptor *md;
 	char *base = (char *) msg, *arr = NULL;
 	size_t n, i, size, mark;
 	json_t *e;
 
 	if (json_is_null(j))
 		return (0);
+	if ((md = pbj_map_entry(msg->descriptor, f)) != NULL)
+		return (pbj_dec_map(d, f, md, j, msg));
 	if (f->label != PROTOBUF_C_LABEL_REPEATED) {
 		if (pbj_json_value(d, f, j, base + f->offset) != 0)
 			return (-1);
@@ -1086,6 +1289,8 @@ cm_pbjson_add_field_texts(const ProtobufCMessageDescriptor *desc,
 	size = pbj_type_size(f->type);
 	if (nvalues == 0)
 		return (0);
+	if (pbj_map_entry(desc, f) != NULL)
+		return (pbj_err(&d, "a map cannot be set from text"));
 	/* Every value parsed first: msg changes only if all are good. */
 	vals = cm_arena_alloc(arena, nvalues * size);
 	for (size_t i = 0; i < nvalues; i++) {
@@ -1330,10 +1535,117 @@ pbj_enc_value(const ProtobufCFieldDescriptor *f, const void *p)
 	fatalx("pbjson: unknown protobuf-c field type %d", (int) f->type);
 }
 
-/* The JSON for field f of msg: an array, null when unset, or the value. */
+/* The JSON object key for the key of map entry e (key field kf). */
+static json_t *
+pbj_enc_map_key(const ProtobufCFieldDescriptor *kf, const ProtobufCMessage *e)
+{
+	const char *p = (const char *) e + kf->offset;
+	union pbj_value v;
+	char buf[24];
+
+	memcpy(&v, p, pbj_type_size(kf->type));
+	switch (kf->type) {
+	case PROTOBUF_C_TYPE_STRING:
+		return (pbj_enc_string(v.s));
+	case PROTOBUF_C_TYPE_BOOL:
+		return (json_string(v.b ? "true" : "false"));
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		snprintf(buf, sizeof(buf), "%ld", (long) v.i32);
+		break;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		snprintf(buf, sizeof(buf), "%lu", (unsigned long) v.u32);
+		break;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		snprintf(buf, sizeof(buf), "%lld", (long long) v.i64);
+		break;
+	default: /* uint64, fixed64: pbj_map_entry admits no other type */
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long) v.u64);
+		break;
+	}
+	return (json_string(buf));
+}
+
+/*
+ * The JSON for the value of map entry e (value field vf).  A map value is
+ * never null: an entry without its message value (the wire format allows
+ * it) has the empty message, and is written as one.
+ */
+static json_t *
+pbj_enc_map_value(const ProtobufCFieldDescriptor *vf, const ProtobufCMessage *e)
+{
+	const ProtobufCMessageDescriptor *vmd = vf->descriptor;
+	const char *p = (const char *) e + vf->offset;
+	ProtobufCMessage *m;
+	json_t *j;
+
+	if (vf->type == PROTOBUF_C_TYPE_MESSAGE) {
+		memcpy(&m, p, sizeof(m));
+		if (m == NULL) {
+			if ((m = malloc(vmd->sizeof_message)) == NULL)
+				return (NULL);
+			protobuf_c_message_init(vmd, m);
+			j = pbj_enc_message(m);
+			free(m);
+			return (j);
+		}
+	}
+	return (pbj_enc_value(vf, p));
+}
+
+/*
+ * A map field as a JSON object, its entries in their order.  Keys are
+ * strings: integers in decimal, bools "true"/"false".  If a key comes
+ * twice (the wire format allows it) the last entry wins, as in protobuf's
+ * own parsers.
+ */
+static json_t *
+pbj_enc_map(const ProtobufCFieldDescriptor *f,
+            const ProtobufCMessageDescriptor *md, const ProtobufCMessage *msg)
+{
+	const ProtobufCFieldDescriptor *kf = &md->fields[0];
+	const ProtobufCFieldDescriptor *vf = &md->fields[1];
+	const char *base = (const char *) msg;
+	ProtobufCMessage *const *arr;
+	json_t *obj, *k, *v;
+	size_t n, i;
+	int rv;
+
+	memcpy(&n, base + f->quantifier_offset, sizeof(n));
+	memcpy(&arr, base + f->offset, sizeof(arr));
+	if ((obj = json_object()) == NULL)
+		return (NULL);
+	for (i = 0; i < n && arr != NULL; i++) {
+		if (arr[i] == NULL)
+			continue;
+		k = pbj_enc_map_key(kf, arr[i]);
+		v = k != NULL ? pbj_enc_map_value(vf, arr[i]) : NULL;
+		/* set_new takes v even when it fails */
+		rv = v != NULL ? json_object_setn_new_nocheck(
+		                     obj, json_string_value(k),
+		                     json_string_length(k), v)
+		               : -1;
+		json_decref(k);
+		if (rv != 0) {
+			json_decref(obj);
+			return (NULL);
+		}
+	}
+	return (obj);
+}
+
+/*
+ * The JSON for field f of msg: an object for a map, an array, null when
+ * unset, or the value.
+ */
 static json_t *
 pbj_enc_field(const ProtobufCFieldDescriptor *f, const ProtobufCMessage *msg)
 {
+	const ProtobufCMessageDescriptor *md;
 	const char *base = (const char *) msg;
 	const char *arr;
 	const void *ptr;
@@ -1342,6 +1654,8 @@ pbj_enc_field(const ProtobufCFieldDescriptor *f, const ProtobufCMessage *msg)
 	uint32_t which;
 	protobuf_c_boolean has;
 
+	if ((md = pbj_map_entry(msg->descriptor, f)) != NULL)
+		return (pbj_enc_map(f, md, msg));
 	if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 		memcpy(&n, base + f->quantifier_offset, sizeof(n));
 		memcpy(&arr, base + f->offset, sizeof(arr));
