@@ -30,8 +30,17 @@
  * give a uint64 above INT64_MAX, since jansson stores integers as long long
  * and fails to parse bigger ones.  Floats take numbers, numeric strings and
  * "NaN", "Infinity", "-Infinity".  null leaves a field as initialised.
- * Missing proto2 required fields are not an error here (a URL parameter
- * may still supply them); sub-messages nest at most 100 deep.
+ * Enums take a value's full name, its short name (see pbj_enum_prefix) or
+ * its number.  Missing proto2 required fields are not an error here (a URL
+ * parameter may still supply them); sub-messages nest at most 100 deep.
+ *
+ * A map<K, V> field is, in protobuf-c, a repeated field of a nested entry
+ * message with fields key = 1 and value = 2 (pbj_map_entry).  In JSON it
+ * is an object whose keys are the map's keys as text; decoding builds one
+ * entry per key (at most CM_PBJSON_MAP_MAX), with integer keys in
+ * canonical decimal only, so that the distinct keys of a JSON object are
+ * distinct map keys.  Keys a JSON text repeats are the parser's to
+ * refuse (JSON_REJECT_DUPLICATES; see pbjson.h).
  *
  * Encoding writes every field in field-number order under its proto name.
  * Fields with explicit presence that are unset (has_ false, a NULL optional
@@ -40,7 +49,10 @@
  * message.  64-bit integers are JSON numbers, except uint64 values above
  * INT64_MAX, which jansson cannot hold and are written as decimal strings;
  * non-finite floats are the strings "NaN", "Infinity", "-Infinity"; enums
- * are names (numbers without a name stay numbers).
+ * are short names ("high"; the full name where the short one would read
+ * back as another value; numbers without a name stay numbers); maps are
+ * objects, with every value present (an entry without its message value
+ * has the empty message).
  */
 #include <errno.h>
 #include <float.h>
@@ -583,7 +595,101 @@ pbj_text_real(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
 	return (pbj_store_real(d, f, x, dst));
 }
 
-/* An enum value by name, or by number if it names a defined value. */
+/*
+ * Enum value names.  A value is known by its full name (PRIORITY_HIGH) and
+ * by its short name (high): the full name lower-cased, without the prefix
+ * the enum type's name gives its values in the style guides (Priority ->
+ * PRIORITY_, ServingStatus -> SERVING_STATUS_).  The prefix is recognised
+ * as protoc recognises it when it checks proto3 enums for names that
+ * collide (case and '_' ignored), and must be followed by a '_' and by a
+ * rest that does not start with a digit: COLORFUL in enum Color stays
+ * "colorful", PRIORITY_1 stays "priority_1" (so no short name is ever
+ * read as a number).  Value names are ASCII identifiers.
+ */
+
+static char
+pbj_lower(char c)
+{
+	return (c >= 'A' && c <= 'Z' ? (char) (c - 'A' + 'a') : c);
+}
+
+/* Length of the prefix of name that its short name drops; 0 if none. */
+static size_t
+pbj_enum_prefix(const ProtobufCEnumDescriptor *ed, const char *name)
+{
+	const char *t = ed->short_name;
+	size_t i = 0, j = 0;
+
+	if (t == NULL || *t == '\0')
+		return (0);
+	while (t[j] != '\0') {
+		if (t[j] == '_') {
+			j++;
+			continue;
+		}
+		if (name[i] == '_') {
+			i++;
+			continue;
+		}
+		/* a mismatch stops at the end of name, too */
+		if (pbj_lower(name[i]) != pbj_lower(t[j]))
+			return (0);
+		i++;
+		j++;
+	}
+	if (name[i] != '_')
+		return (0);
+	while (name[i] == '_')
+		i++;
+	if (name[i] == '\0' || (name[i] >= '0' && name[i] <= '9'))
+		return (0);
+	return (i);
+}
+
+/* Whether s[0..n) is the short name of value ev (lower case only). */
+static int
+pbj_enum_short_eq(const ProtobufCEnumDescriptor *ed,
+                  const ProtobufCEnumValue *ev, const char *s, size_t n)
+{
+	const char *p = ev->name + pbj_enum_prefix(ed, ev->name);
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		if (p[k] == '\0' || pbj_lower(p[k]) != s[k])
+			return (0);
+	return (p[n] == '\0');
+}
+
+/*
+ * The value whose short name is s[0..n), or NULL.  Two values with
+ * different numbers may share one (RED and COLOR_RED in enum Color, which
+ * protoc allows in proto2): then NULL, *ambiguous set.
+ */
+static const ProtobufCEnumValue *
+pbj_enum_by_short(const ProtobufCEnumDescriptor *ed, const char *s, size_t n,
+                  int *ambiguous)
+{
+	const ProtobufCEnumValue *found = NULL;
+	unsigned i;
+
+	*ambiguous = 0;
+	for (i = 0; i < ed->n_values; i++) {
+		if (!pbj_enum_short_eq(ed, &ed->values[i], s, n))
+			continue;
+		if (found == NULL)
+			found = &ed->values[i];
+		else if (found->value != ed->values[i].value) {
+			*ambiguous = 1;
+			return (NULL);
+		}
+	}
+	return (found);
+}
+
+/*
+ * An enum value by its full name, its short name, or its number if that
+ * is a defined value.
+ */
 static int
 pbj_text_enum(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
               const char *s, size_t n, void *dst)
@@ -592,12 +698,21 @@ pbj_text_enum(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
 	const ProtobufCEnumValue *ev = NULL;
 	struct pbj_int v;
 	int32_t x;
+	int ambiguous = 0;
 	char *name;
 
 	if (memchr(s, '\0', n) == NULL) {
 		name = cm_arena_strndup(d->arena, s, n);
 		ev = protobuf_c_enum_descriptor_get_value_by_name(ed, name);
+		if (ev == NULL)
+			ev = pbj_enum_by_short(ed, s, n, &ambiguous);
 	}
+	/* a short name is an identifier: its text is ASCII, and short */
+	if (ambiguous)
+		return (pbj_err(d,
+		                "ambiguous value \"%.*s\" for enum %s (give "
+		                "its full name)",
+		                (int) n, s, ed->name));
 	if (ev == NULL && pbj_parse_dec(s, n, &v) == 0 &&
 	    pbj_int_store(PROTOBUF_C_TYPE_INT32, &v, &x) == 0)
 		ev = protobuf_c_enum_descriptor_get_value(ed, x);
@@ -811,20 +926,213 @@ pbj_set_present(const ProtobufCFieldDescriptor *f, ProtobufCMessage *msg)
 		memcpy(base + f->quantifier_offset, &one, sizeof(one));
 }
 
+/* Maps. */
+
+/*
+ * Whether name is the name protoc gives the entry message of the map field
+ * f of parent: "<parent>.<F>Entry", F being f's name as protoc's
+ * MapEntryName spells it (each '_' dropped, the first letter and each
+ * one after a '_' upper-cased).
+ */
+static int
+pbj_entry_name_eq(const ProtobufCMessageDescriptor *parent,
+                  const ProtobufCFieldDescriptor *f, const char *name)
+{
+	size_t pl = strlen(parent->name);
+	const char *p;
+	int up = 1;
+	char c;
+
+	if (strncmp(name, parent->name, pl) != 0 || name[pl] != '.')
+		return (0);
+	name += pl + 1;
+	for (p = f->name; *p != '\0'; p++) {
+		if (*p == '_') {
+			up = 1;
+			continue;
+		}
+		c = *p;
+		if (up && c >= 'a' && c <= 'z')
+			c = (char) (c - 'a' + 'A');
+		up = 0;
+		if (*name++ != c)
+			return (0);
+	}
+	return (strcmp(name, "Entry") == 0);
+}
+
+/*
+ * The entry message of f if f is a map field of parent, else NULL.
+ * protobuf-c keeps no options, so the map_entry option protoc sets is not
+ * there to see: a map<K, V> field is known by the shape protoc gives it,
+ * a repeated field of the nested message <F>Entry whose only fields are
+ * "key" = 1 (an integer, bool or string) and "value" = 2, neither
+ * repeated nor in a oneof.  A message written by hand in exactly that
+ * shape is what a map is on the wire, and is taken for one.
+ */
+static const ProtobufCMessageDescriptor *
+pbj_map_entry(const ProtobufCMessageDescriptor *parent,
+              const ProtobufCFieldDescriptor *f)
+{
+	const ProtobufCMessageDescriptor *md;
+	const ProtobufCFieldDescriptor *k, *v;
+
+	if (f->label != PROTOBUF_C_LABEL_REPEATED ||
+	    f->type != PROTOBUF_C_TYPE_MESSAGE || f->descriptor == NULL)
+		return (NULL);
+	md = f->descriptor;
+	if (md->n_fields != 2)
+		return (NULL);
+	k = &md->fields[0];
+	v = &md->fields[1];
+	if (k->id != 1 || v->id != 2 || strcmp(k->name, "key") != 0 ||
+	    strcmp(v->name, "value") != 0)
+		return (NULL);
+	if (k->label == PROTOBUF_C_LABEL_REPEATED ||
+	    v->label == PROTOBUF_C_LABEL_REPEATED ||
+	    ((k->flags | v->flags) & PROTOBUF_C_FIELD_FLAG_ONEOF))
+		return (NULL);
+	if (!pbj_type_is_int(k->type) && k->type != PROTOBUF_C_TYPE_BOOL &&
+	    k->type != PROTOBUF_C_TYPE_STRING)
+		return (NULL);
+	if (!pbj_entry_name_eq(parent, f, md->name))
+		return (NULL);
+	return (md);
+}
+
+/*
+ * Appends a map key to the error path: "labels[team]" when the key is
+ * short printable ASCII without quotes, backslashes or brackets (so the
+ * path stays readable and valid UTF-8 however it is cut), else the
+ * entry's place in the object, "labels[#3]".
+ */
+static void
+pbj_path_key(struct pbj_dec *d, const char *key, size_t klen, size_t idx)
+{
+	size_t i;
+	int plain = klen > 0 && klen <= 64;
+	unsigned char c;
+
+	for (i = 0; plain && i < klen; i++) {
+		c = (unsigned char) key[i];
+		if (c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '[' ||
+		    c == ']')
+			plain = 0;
+	}
+	if (plain)
+		pbj_path_push(d, "[%.*s]", (int) klen, key);
+	else
+		pbj_path_push(d, "[#%zu]", idx);
+}
+
+/*
+ * Parses the JSON object key s[0..n) into the key field kf of a map entry
+ * at dst.  Integer keys must be canonical decimal ("7", "-7"; not "07",
+ * "-0" or "+7") and bool keys "true" or "false": then two keys of one
+ * JSON object, which jansson keeps distinct, are never one map key.
+ */
+static int
+pbj_map_key(struct pbj_dec *d, const ProtobufCFieldDescriptor *kf,
+            const char *s, size_t n, void *dst)
+{
+	struct pbj_int v;
+	protobuf_c_boolean b;
+	size_t i;
+	int rv;
+
+	if (kf->type == PROTOBUF_C_TYPE_STRING)
+		return (pbj_text_string(d, s, n, dst));
+	if (kf->type == PROTOBUF_C_TYPE_BOOL) {
+		if (n == 4 && memcmp(s, "true", 4) == 0)
+			b = 1;
+		else if (n == 5 && memcmp(s, "false", 5) == 0)
+			b = 0;
+		else
+			return (pbj_err(d, "map key: expected true or false"));
+		memcpy(dst, &b, sizeof(b));
+		return (0);
+	}
+	if ((rv = pbj_parse_dec(s, n, &v)) == -1)
+		return (pbj_err(d, "map key: expected a decimal integer"));
+	i = s[0] == '-';
+	if (s[i] == '0' && (n > i + 1 || i == 1))
+		return (pbj_err(d, "map key: expected a canonical decimal "
+		                   "integer (no leading zeros, no -0)"));
+	if (rv == -2 || pbj_int_store(kf->type, &v, dst) != 0)
+		return (pbj_err(d, "map key: value out of range for %s",
+		                pbj_type_name(kf->type)));
+	return (0);
+}
+
+/*
+ * Decodes the JSON object j into the map field f (entries md) of msg: one
+ * entry per key, in the object's order, replacing any entries it had.
+ * Values are as for any field of the value's type, but never null (a map
+ * entry has no "unset" value in proto3 JSON).  At most CM_PBJSON_MAP_MAX
+ * entries.
+ */
+static int
+pbj_dec_map(struct pbj_dec *d, const ProtobufCFieldDescriptor *f,
+            const ProtobufCMessageDescriptor *md, json_t *j,
+            ProtobufCMessage *msg)
+{
+	const ProtobufCFieldDescriptor *kf = &md->fields[0];
+	const ProtobufCFieldDescriptor *vf = &md->fields[1];
+	ProtobufCMessage **arr = NULL, *e;
+	char *base = (char *) msg, *ents = NULL;
+	const char *key;
+	size_t n, i = 0, klen, mark = d->pathlen;
+	json_t *v;
+
+	if (!json_is_object(j))
+		return (pbj_err(d, "expected an object (a map)"));
+	n = json_object_size(j);
+	if (n > CM_PBJSON_MAP_MAX)
+		return (
+		    pbj_err(d, "more than %d map entries", CM_PBJSON_MAP_MAX));
+	if (n > 0) {
+		arr = cm_arena_alloc(d->arena, n * sizeof(*arr));
+		ents = cm_arena_alloc(d->arena, n * md->sizeof_message);
+	}
+	json_object_keylen_foreach(j, key, klen, v)
+	{
+		/* sizeof_message keeps every entry aligned as the first */
+		e = (ProtobufCMessage *) (void *) (ents +
+		                                   i * md->sizeof_message);
+		protobuf_c_message_init(md, e);
+		pbj_path_key(d, key, klen, i);
+		if (pbj_map_key(d, kf, key, klen, (char *) e + kf->offset) != 0)
+			return (-1);
+		pbj_set_present(kf, e);
+		if (pbj_json_value(d, vf, v, (char *) e + vf->offset) != 0)
+			return (-1);
+		pbj_set_present(vf, e);
+		pbj_path_pop(d, mark);
+		arr[i++] = e;
+	}
+	memcpy(base + f->quantifier_offset, &i, sizeof(i));
+	memcpy(base + f->offset, &arr, sizeof(arr));
+	return (0);
+}
+
 /*
  * Decodes the JSON value j into field f of msg.  null leaves the field as
- * it is; a repeated field takes an array, which replaces its elements.
+ * it is; a repeated field takes an array, which replaces its elements; a
+ * map field takes an object, which replaces its entries.
  */
 static int
 pbj_dec_field(struct pbj_dec *d, const ProtobufCFieldDescriptor *f, json_t *j,
               ProtobufCMessage *msg)
 {
+	const ProtobufCMessageDescriptor *md;
 	char *base = (char *) msg, *arr = NULL;
 	size_t n, i, size, mark;
 	json_t *e;
 
 	if (json_is_null(j))
 		return (0);
+	if ((md = pbj_map_entry(msg->descriptor, f)) != NULL)
+		return (pbj_dec_map(d, f, md, j, msg));
 	if (f->label != PROTOBUF_C_LABEL_REPEATED) {
 		if (pbj_json_value(d, f, j, base + f->offset) != 0)
 			return (-1);
@@ -981,6 +1289,8 @@ cm_pbjson_add_field_texts(const ProtobufCMessageDescriptor *desc,
 	size = pbj_type_size(f->type);
 	if (nvalues == 0)
 		return (0);
+	if (pbj_map_entry(desc, f) != NULL)
+		return (pbj_err(&d, "a map cannot be set from text"));
 	/* Every value parsed first: msg changes only if all are good. */
 	vals = cm_arena_alloc(arena, nvalues * size);
 	for (size_t i = 0; i < nvalues; i++) {
@@ -1142,6 +1452,39 @@ pbj_enc_real(double x, int is_float)
 	return (json_real(x));
 }
 
+/*
+ * An enum value by its short name, unless that would read back as another
+ * value (its short name is shared with a value of another number, or is
+ * the full name of one): then by its full name.
+ */
+static json_t *
+pbj_enc_enum(const ProtobufCEnumDescriptor *ed, const ProtobufCEnumValue *ev)
+{
+	const char *sn = ev->name + pbj_enum_prefix(ed, ev->name);
+	const ProtobufCEnumValue *w;
+	size_t n = strlen(sn), k;
+	char buf[64], *lc = buf;
+	int ambiguous;
+	json_t *j;
+
+	if (n >= sizeof(buf) && (lc = malloc(n + 1)) == NULL)
+		return (NULL);
+	for (k = 0; k < n; k++)
+		lc[k] = pbj_lower(sn[k]);
+	lc[n] = '\0';
+	/* ev has this short name: no other value unless it is ambiguous */
+	if (pbj_enum_by_short(ed, lc, n, &ambiguous) == NULL ||
+	    ((w = protobuf_c_enum_descriptor_get_value_by_name(ed, lc)) !=
+	         NULL &&
+	     w->value != ev->value))
+		j = json_string(ev->name);
+	else
+		j = json_stringn(lc, n);
+	if (lc != buf)
+		free(lc);
+	return (j);
+}
+
 /* The JSON for one value of field f stored at p. */
 static json_t *
 pbj_enc_value(const ProtobufCFieldDescriptor *f, const void *p)
@@ -1179,7 +1522,7 @@ pbj_enc_value(const ProtobufCFieldDescriptor *f, const void *p)
 		ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v.i32);
 		if (ev == NULL)
 			return (json_integer(v.i32));
-		return (json_string(ev->name));
+		return (pbj_enc_enum(f->descriptor, ev));
 	case PROTOBUF_C_TYPE_STRING:
 		return (pbj_enc_string(v.s));
 	case PROTOBUF_C_TYPE_BYTES:
@@ -1192,10 +1535,117 @@ pbj_enc_value(const ProtobufCFieldDescriptor *f, const void *p)
 	fatalx("pbjson: unknown protobuf-c field type %d", (int) f->type);
 }
 
-/* The JSON for field f of msg: an array, null when unset, or the value. */
+/* The JSON object key for the key of map entry e (key field kf). */
+static json_t *
+pbj_enc_map_key(const ProtobufCFieldDescriptor *kf, const ProtobufCMessage *e)
+{
+	const char *p = (const char *) e + kf->offset;
+	union pbj_value v;
+	char buf[24];
+
+	memcpy(&v, p, pbj_type_size(kf->type));
+	switch (kf->type) {
+	case PROTOBUF_C_TYPE_STRING:
+		return (pbj_enc_string(v.s));
+	case PROTOBUF_C_TYPE_BOOL:
+		return (json_string(v.b ? "true" : "false"));
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		snprintf(buf, sizeof(buf), "%ld", (long) v.i32);
+		break;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		snprintf(buf, sizeof(buf), "%lu", (unsigned long) v.u32);
+		break;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		snprintf(buf, sizeof(buf), "%lld", (long long) v.i64);
+		break;
+	default: /* uint64, fixed64: pbj_map_entry admits no other type */
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long) v.u64);
+		break;
+	}
+	return (json_string(buf));
+}
+
+/*
+ * The JSON for the value of map entry e (value field vf).  A map value is
+ * never null: an entry without its message value (the wire format allows
+ * it) has the empty message, and is written as one.
+ */
+static json_t *
+pbj_enc_map_value(const ProtobufCFieldDescriptor *vf, const ProtobufCMessage *e)
+{
+	const ProtobufCMessageDescriptor *vmd = vf->descriptor;
+	const char *p = (const char *) e + vf->offset;
+	ProtobufCMessage *m;
+	json_t *j;
+
+	if (vf->type == PROTOBUF_C_TYPE_MESSAGE) {
+		memcpy(&m, p, sizeof(m));
+		if (m == NULL) {
+			if ((m = malloc(vmd->sizeof_message)) == NULL)
+				return (NULL);
+			protobuf_c_message_init(vmd, m);
+			j = pbj_enc_message(m);
+			free(m);
+			return (j);
+		}
+	}
+	return (pbj_enc_value(vf, p));
+}
+
+/*
+ * A map field as a JSON object, its entries in their order.  Keys are
+ * strings: integers in decimal, bools "true"/"false".  If a key comes
+ * twice (the wire format allows it) the last entry wins, as in protobuf's
+ * own parsers.
+ */
+static json_t *
+pbj_enc_map(const ProtobufCFieldDescriptor *f,
+            const ProtobufCMessageDescriptor *md, const ProtobufCMessage *msg)
+{
+	const ProtobufCFieldDescriptor *kf = &md->fields[0];
+	const ProtobufCFieldDescriptor *vf = &md->fields[1];
+	const char *base = (const char *) msg;
+	ProtobufCMessage *const *arr;
+	json_t *obj, *k, *v;
+	size_t n, i;
+	int rv;
+
+	memcpy(&n, base + f->quantifier_offset, sizeof(n));
+	memcpy(&arr, base + f->offset, sizeof(arr));
+	if ((obj = json_object()) == NULL)
+		return (NULL);
+	for (i = 0; i < n && arr != NULL; i++) {
+		if (arr[i] == NULL)
+			continue;
+		k = pbj_enc_map_key(kf, arr[i]);
+		v = k != NULL ? pbj_enc_map_value(vf, arr[i]) : NULL;
+		/* set_new takes v even when it fails */
+		rv = v != NULL ? json_object_setn_new_nocheck(
+		                     obj, json_string_value(k),
+		                     json_string_length(k), v)
+		               : -1;
+		json_decref(k);
+		if (rv != 0) {
+			json_decref(obj);
+			return (NULL);
+		}
+	}
+	return (obj);
+}
+
+/*
+ * The JSON for field f of msg: an object for a map, an array, null when
+ * unset, or the value.
+ */
 static json_t *
 pbj_enc_field(const ProtobufCFieldDescriptor *f, const ProtobufCMessage *msg)
 {
+	const ProtobufCMessageDescriptor *md;
 	const char *base = (const char *) msg;
 	const char *arr;
 	const void *ptr;
@@ -1204,6 +1654,8 @@ pbj_enc_field(const ProtobufCFieldDescriptor *f, const ProtobufCMessage *msg)
 	uint32_t which;
 	protobuf_c_boolean has;
 
+	if ((md = pbj_map_entry(msg->descriptor, f)) != NULL)
+		return (pbj_enc_map(f, md, msg));
 	if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 		memcpy(&n, base + f->quantifier_offset, sizeof(n));
 		memcpy(&arr, base + f->offset, sizeof(arr));

@@ -406,8 +406,14 @@ test_enums(void **state)
 	dec_fails(fx, d, "{\"status\":\"BOGUS\"}",
 	          "field \"status\": unknown value \"BOGUS\" for enum "
 	          "health.HealthCheckResponse.ServingStatus");
-	dec_fails(fx, d, "{\"status\":\"serving\"}",
-	          "field \"status\": unknown value \"serving\" for enum "
+	/* ServingStatus's values have no prefix: "serving" is SERVING */
+	assert_int_equal(dec(fx, d, "{\"status\":\"not_serving\"}", &h), 0);
+	assert_int_equal(
+	    h.status,
+	    HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+	/* short names in lower case only */
+	dec_fails(fx, d, "{\"status\":\"Serving\"}",
+	          "field \"status\": unknown value \"Serving\" for enum "
 	          "health.HealthCheckResponse.ServingStatus");
 	dec_fails(fx, d, "{\"status\":7}",
 	          "field \"status\": unknown value 7 for enum "
@@ -417,7 +423,7 @@ test_enums(void **state)
 	          "health.HealthCheckResponse.ServingStatus");
 
 	h.status = HEALTH__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
-	assert_enc(&h, "{\"status\":\"NOT_SERVING\",\"dependencies\":[]}");
+	assert_enc(&h, "{\"status\":\"not_serving\",\"dependencies\":[]}");
 	/* a number without a name stays a number */
 	h.status = (Health__HealthCheckResponse__ServingStatus) 9;
 	assert_enc(&h, "{\"status\":9,\"dependencies\":[]}");
@@ -437,6 +443,204 @@ test_enums(void **state)
 	dec_fails(
 	    fx, &pbjt__all__descriptor, "{\"r_color\":[\"RED\",\"X\"]}",
 	    "field \"r_color[1]\": unknown value \"X\" for enum pbjt.Color");
+}
+
+/*
+ * Short names: lower case, without the prefix the enum type's name gives
+ * its values; accepted beside the full names and written instead of them.
+ */
+static void
+test_enum_short_names(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__prio__descriptor;
+	Pbjt__Prio p = PBJT__PRIO__INIT, back;
+	Pbjt__Priority ps[] = {PBJT__PRIORITY__PRIORITY_LOW,
+	                       PBJT__PRIORITY__URGENT,
+	                       PBJT__PRIORITY__PRIORITY_UNSPECIFIED};
+	char *s;
+
+	/* both forms, and numbers */
+	assert_int_equal(dec(fx, d, "{\"priority\":\"high\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"PRIORITY_LOW\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"urgent\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__URGENT);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"URGENT\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__URGENT);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"unspecified\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_UNSPECIFIED);
+	assert_int_equal(dec(fx, d, "{\"priority\":1}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(dec(fx, d, "{\"priority\":\"2\"}", &p), 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(dec(fx, d,
+	                     "{\"status\":\"queued\",\"state\":\"delivered\","
+	                     "\"priorities\":[\"high\",\"PRIORITY_LOW\",3]}",
+	                     &p),
+	                 0);
+	assert_int_equal(p.status, PBJT__PRIO__STATUS__STATUS_QUEUED);
+	assert_int_equal(p.state,
+	                 PBJT__DELIVERY_STATE__DELIVERY_STATE_DELIVERED);
+	assert_int_equal(p.n_priorities, 3);
+	assert_int_equal(p.priorities[0], PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(p.priorities[1], PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(p.priorities[2], PBJT__PRIORITY__URGENT);
+
+	/* anything else is refused, naming the enum */
+	dec_fails(fx, d, "{\"priority\":\"HIGH\"}",
+	          "field \"priority\": unknown value \"HIGH\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"High\"}",
+	          "field \"priority\": unknown value \"High\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"priority_high\"}",
+	          "field \"priority\": unknown value \"priority_high\" for "
+	          "enum pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"medium\"}",
+	          "field \"priority\": unknown value \"medium\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"\"}",
+	          "field \"priority\": unknown value \"\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"priority\":\"high\\u0000\"}",
+	          "field \"priority\": unknown value for enum pbjt.Priority");
+	dec_fails(fx, d, "{\"priorities\":[\"low\",\"lowest\"]}",
+	          "field \"priorities[1]\": unknown value \"lowest\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"status\":\"status_queued\"}",
+	          "field \"status\": unknown value \"status_queued\" for enum "
+	          "pbjt.Prio.Status");
+
+	/* written as short names; a number without a name stays a number */
+	p.priority = PBJT__PRIORITY__PRIORITY_HIGH;
+	p.n_priorities = 3;
+	p.priorities = ps;
+	p.status = PBJT__PRIO__STATUS__STATUS_UNSPECIFIED;
+	p.state = PBJT__DELIVERY_STATE__DELIVERY_STATE_DELIVERED;
+	s = enc(&p);
+	assert_string_equal(s, "{\"priority\":\"high\",\"priorities\":["
+	                       "\"low\",\"urgent\",\"unspecified\"],"
+	                       "\"status\":\"unspecified\",\"state\":"
+	                       "\"delivered\"}");
+	assert_int_equal(dec(fx, d, s, &back), 0);
+	free(s);
+	assert_int_equal(back.priority, p.priority);
+	assert_int_equal(back.n_priorities, 3);
+	assert_memory_equal(back.priorities, ps, sizeof(ps));
+	assert_int_equal(back.state, p.state);
+	p.n_priorities = 0;
+	p.priority = (Pbjt__Priority) 42;
+	assert_enc(&p, "{\"priority\":42,\"priorities\":[],\"status\":"
+	               "\"unspecified\",\"state\":\"delivered\"}");
+}
+
+/*
+ * Enum values whose short names collide (possible in proto2): decoding
+ * the shared short name is refused, full names still work, and such
+ * values are written by their full names so the output reads back the
+ * same.  Prefixes come off only before a '_' and a non-digit.
+ */
+static void
+test_enum_short_name_clashes(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt2__legacy_clash__descriptor;
+	Pbjt2__LegacyClash c = PBJT2__LEGACY_CLASH__INIT, back;
+	Pbjt2__Clash all[] = {
+	    PBJT2__CLASH__CLASH_NONE,      PBJT2__CLASH__RED,
+	    PBJT2__CLASH__CLASH_RED,       PBJT2__CLASH__CLASH_GREEN,
+	    PBJT2__CLASH__green,           PBJT2__CLASH__CLASHING,
+	    PBJT2__CLASH__CLASH_9,         PBJT2__CLASH__clash_blue,
+	    PBJT2__CLASH__CLASH_CLASH_BLUE};
+	char *s;
+
+	dec_fails(fx, d, "{\"clash\":\"red\"}",
+	          "field \"clash\": ambiguous value \"red\" for enum "
+	          "pbjt2.Clash (give its full name)");
+	assert_int_equal(dec(fx, d, "{\"clash\":\"RED\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__RED);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"CLASH_RED\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_RED);
+	/* a full name wins over a short one */
+	assert_int_equal(dec(fx, d, "{\"clash\":\"green\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__green);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"none\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_NONE);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"clashing\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASHING);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"clash_9\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_9);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"blue\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__clash_blue);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"clash_blue\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__clash_blue);
+	assert_int_equal(dec(fx, d, "{\"clash\":\"CLASH_CLASH_BLUE\"}", &c), 0);
+	assert_int_equal(c.clash, PBJT2__CLASH__CLASH_CLASH_BLUE);
+	dec_fails(fx, d, "{\"clash\":\"ing\"}",
+	          "field \"clash\": unknown value \"ing\" for enum "
+	          "pbjt2.Clash");
+	dec_fails(fx, d, "{\"clash\":\"9\"}",
+	          "field \"clash\": unknown value \"9\" for enum "
+	          "pbjt2.Clash");
+
+	c.has_clash = 1;
+	c.clash = PBJT2__CLASH__RED;
+	c.n_clashes = sizeof(all) / sizeof(all[0]);
+	c.clashes = all;
+	s = enc(&c);
+	assert_string_equal(
+	    s, "{\"clash\":\"RED\",\"clashes\":[\"none\",\"RED\",\"CLASH_RED\","
+	       "\"CLASH_GREEN\",\"green\",\"clashing\",\"clash_9\",\"blue\","
+	       "\"CLASH_CLASH_BLUE\"]}");
+	assert_int_equal(dec(fx, d, s, &back), 0);
+	free(s);
+	assert_int_equal(back.n_clashes, c.n_clashes);
+	assert_memory_equal(back.clashes, all, sizeof(all));
+}
+
+/* Query and path parameters take the same names. */
+static void
+test_enum_names_from_text(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__prio__descriptor;
+	Pbjt__Prio p = PBJT__PRIO__INIT;
+	const char *vals[] = {"high", "PRIORITY_LOW", "urgent", "0"};
+	size_t lens[] = {4, 12, 6, 1};
+
+	assert_int_equal(cm_pbjson_set_field_text(d, &p.base, "priority", "low",
+	                                          3, &fx->arena, fx->err,
+	                                          sizeof(fx->err)),
+	                 0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(
+	    cm_pbjson_set_field_text(d, &p.base, "priority", "PRIORITY_HIGH",
+	                             13, &fx->arena, fx->err, sizeof(fx->err)),
+	    0);
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(cm_pbjson_set_field_text(d, &p.base, "status",
+	                                          "queued", 6, &fx->arena,
+	                                          fx->err, sizeof(fx->err)),
+	                 0);
+	assert_int_equal(p.status, PBJT__PRIO__STATUS__STATUS_QUEUED);
+	assert_int_equal(cm_pbjson_add_field_texts(d, &p.base, "priorities",
+	                                           vals, lens, 4, &fx->arena,
+	                                           fx->err, sizeof(fx->err)),
+	                 0);
+	assert_int_equal(p.n_priorities, 4);
+	assert_int_equal(p.priorities[0], PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(p.priorities[1], PBJT__PRIORITY__PRIORITY_LOW);
+	assert_int_equal(p.priorities[2], PBJT__PRIORITY__URGENT);
+	assert_int_equal(p.priorities[3], PBJT__PRIORITY__PRIORITY_UNSPECIFIED);
+	assert_int_equal(cm_pbjson_set_field_text(d, &p.base, "priority",
+	                                          "HIGH", 4, &fx->arena,
+	                                          fx->err, sizeof(fx->err)),
+	                 -1);
+	assert_string_equal(fx->err, "field \"priority\": unknown value "
+	                             "\"HIGH\" for enum pbjt.Priority");
+	assert_int_equal(p.priority, PBJT__PRIORITY__PRIORITY_HIGH);
 }
 
 static void
@@ -647,7 +851,7 @@ test_repeated_nested(void **state)
 	assert_string_equal(h.dependencies[0]->detail, "");
 	assert_false(h.dependencies[1]->ok);
 	assert_string_equal(h.dependencies[1]->detail, "down");
-	assert_enc(&h, "{\"status\":\"SERVING\",\"dependencies\":[{\"name\":"
+	assert_enc(&h, "{\"status\":\"serving\",\"dependencies\":[{\"name\":"
 	               "\"redis\",\"ok\":true,\"detail\":\"\"},{\"name\":"
 	               "\"pg\",\"ok\":false,\"detail\":\"down\"}]}");
 
@@ -820,7 +1024,7 @@ test_full_round_trip(void **state)
 	assert_non_null(strstr(s1, "\"f_fixed64\":\"18446744073709551615\","));
 	assert_non_null(strstr(s1, "\"f_float\":0.1"));
 	assert_non_null(strstr(s1, "\"f_bytes\":\"AP8Q\""));
-	assert_non_null(strstr(s1, "\"r_color\":[\"RED\",\"INFRARED\"]"));
+	assert_non_null(strstr(s1, "\"r_color\":[\"red\",\"infrared\"]"));
 	assert_int_equal(dec(fx, &pbjt__all__descriptor, s1, &back), 0);
 	assert_true(back.f_int64 == INT64_MIN);
 	assert_true(back.f_uint64 == 9223372036854775808ULL);
@@ -1120,6 +1324,427 @@ test_add_field_texts(void **state)
 	assert_int_equal(cm_pbjson_field_repeated(d, "nope"), -1);
 }
 
+/* Maps: JSON objects, each entry a key/value message in protobuf-c. */
+static void
+test_maps_round_trip(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__maps__descriptor;
+	Pbjt__Maps m, back;
+	Pbjt__Task *t;
+	const char *js =
+	    "{\"labels\":{\"team\":\"core\",\"env\":\"prod\",\"\":\"empty "
+	    "key\",\"\xc3\xa9t\xc3\xa9\":\"\xe2\x82\xac\"},"
+	    "\"tasks\":{\"t1\":{\"title\":\"first\",\"priority\":\"high\","
+	    "\"labels\":{\"x\":\"y\"}},\"t2\":{\"title\":\"\",\"priority\":"
+	    "\"unspecified\",\"labels\":{}}},"
+	    "\"by_id\":{\"1\":\"one\",\"-7\":\"minus seven\",\"0\":\"zero\","
+	    "\"-2147483648\":\"min\"},"
+	    "\"i64\":{\"-9223372036854775808\":9223372036854775807},"
+	    "\"u64\":{\"18446744073709551615\":true,\"0\":false},"
+	    "\"by_bool\":{\"true\":\"low\",\"false\":\"urgent\"},"
+	    "\"blobs\":{\"-1\":\"AAE=\",\"2\":\"\"},"
+	    "\"reals\":{\"pi\":3.5,\"inf\":\"Infinity\"},"
+	    "\"colors\":{\"4294967295\":\"infrared\"},"
+	    "\"pairs\":[{\"key\":\"k\",\"value\":\"v\"}]}";
+	char *s, *s2;
+
+	assert_int_equal(dec(fx, d, js, &m), 0);
+	/* entries in the object's order, keys and values typed */
+	assert_int_equal(m.n_labels, 4);
+	assert_string_equal(m.labels[0]->key, "team");
+	assert_string_equal(m.labels[0]->value, "core");
+	assert_string_equal(m.labels[1]->key, "env");
+	assert_string_equal(m.labels[2]->key, "");
+	assert_string_equal(m.labels[3]->value, "\xe2\x82\xac");
+	assert_int_equal(m.n_tasks, 2);
+	assert_string_equal(m.tasks[0]->key, "t1");
+	t = m.tasks[0]->value;
+	assert_non_null(t);
+	assert_string_equal(t->title, "first");
+	assert_int_equal(t->priority, PBJT__PRIORITY__PRIORITY_HIGH);
+	assert_int_equal(t->n_labels, 1);
+	assert_string_equal(t->labels[0]->key, "x");
+	assert_string_equal(t->labels[0]->value, "y");
+	assert_int_equal(m.tasks[1]->value->n_labels, 0);
+	assert_int_equal(m.n_by_id, 4);
+	assert_int_equal(m.by_id[0]->key, 1);
+	assert_int_equal(m.by_id[1]->key, -7);
+	assert_string_equal(m.by_id[1]->value, "minus seven");
+	assert_int_equal(m.by_id[2]->key, 0);
+	assert_int_equal(m.by_id[3]->key, INT32_MIN);
+	assert_true(m.i64[0]->key == INT64_MIN);
+	assert_true(m.i64[0]->value == INT64_MAX);
+	assert_true(m.u64[0]->key == UINT64_MAX);
+	assert_true(m.u64[0]->value);
+	assert_false(m.u64[1]->value);
+	assert_true(m.by_bool[0]->key);
+	assert_int_equal(m.by_bool[0]->value, PBJT__PRIORITY__PRIORITY_LOW);
+	assert_false(m.by_bool[1]->key);
+	assert_int_equal(m.blobs[0]->key, -1);
+	assert_int_equal(m.blobs[0]->value.len, 2);
+	assert_memory_equal(m.blobs[0]->value.data, "\x00\x01", 2);
+	assert_true(m.reals[0]->value == 3.5);
+	assert_true(isinf(m.reals[1]->value));
+	assert_true(m.colors[0]->key == UINT32_MAX);
+	assert_int_equal(m.colors[0]->value, PBJT__COLOR__INFRARED);
+	/* the shape of an entry is not enough: pairs stays an array */
+	assert_int_equal(m.n_pairs, 1);
+	assert_string_equal(m.pairs[0]->key, "k");
+
+	/* and back: objects with string keys, values in their JSON forms */
+	s = enc(&m);
+	assert_string_equal(
+	    s, "{\"labels\":{\"team\":\"core\",\"env\":\"prod\",\"\":\"empty "
+	       "key\",\"\xc3\xa9t\xc3\xa9\":\"\xe2\x82\xac\"},"
+	       "\"tasks\":{\"t1\":{\"title\":\"first\",\"priority\":\"high\","
+	       "\"labels\":{\"x\":\"y\"}},\"t2\":{\"title\":\"\",\"priority\":"
+	       "\"unspecified\",\"labels\":{}}},"
+	       "\"by_id\":{\"1\":\"one\",\"-7\":\"minus seven\",\"0\":\"zero\","
+	       "\"-2147483648\":\"min\"},"
+	       "\"i64\":{\"-9223372036854775808\":9223372036854775807},"
+	       "\"u64\":{\"18446744073709551615\":true,\"0\":false},"
+	       "\"by_bool\":{\"true\":\"low\",\"false\":\"urgent\"},"
+	       "\"blobs\":{\"-1\":\"AAE=\",\"2\":\"\"},"
+	       "\"reals\":{\"pi\":3.5,\"inf\":\"Infinity\"},"
+	       "\"colors\":{\"4294967295\":\"infrared\"},"
+	       "\"pairs\":[{\"key\":\"k\",\"value\":\"v\"}]}");
+	assert_int_equal(dec(fx, d, s, &back), 0);
+	s2 = enc(&back);
+	assert_string_equal(s2, s);
+	free(s2);
+	free(s);
+
+	/* empty and absent maps are {}; null leaves a map empty */
+	pbjt__maps__init(&m);
+	assert_enc(&m, "{\"labels\":{},\"tasks\":{},\"by_id\":{},\"i64\":{},"
+	               "\"u64\":{},\"by_bool\":{},\"blobs\":{},\"reals\":{},"
+	               "\"colors\":{},\"pairs\":[]}");
+	assert_int_equal(dec(fx, d, "{\"labels\":null,\"tasks\":{}}", &m), 0);
+	assert_int_equal(m.n_labels, 0);
+	assert_int_equal(m.n_tasks, 0);
+	/* camelCase names too */
+	assert_int_equal(dec(fx, d, "{\"byId\":{\"5\":\"five\"}}", &m), 0);
+	assert_int_equal(m.n_by_id, 1);
+	assert_int_equal(m.by_id[0]->key, 5);
+}
+
+/* Maps nest through message values: tasks[...].labels. */
+static void
+test_maps_nested(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__maps__descriptor;
+	Pbjt__Maps m = PBJT__MAPS__INIT;
+	Pbjt__Maps__TasksEntry te = PBJT__MAPS__TASKS_ENTRY__INIT, *tes[2];
+	Pbjt__Maps__TasksEntry te2 = PBJT__MAPS__TASKS_ENTRY__INIT;
+	Pbjt__Task task = PBJT__TASK__INIT;
+	Pbjt__Task__LabelsEntry le = PBJT__TASK__LABELS_ENTRY__INIT, *les[1];
+
+	assert_int_equal(dec(fx, d,
+	                     "{\"tasks\":{\"a\":{\"labels\":{\"k1\":\"v1\","
+	                     "\"k2\":\"v2\"}},\"b\":{\"labels\":{\"k1\":"
+	                     "\"other\"}}}}",
+	                     &m),
+	                 0);
+	assert_int_equal(m.n_tasks, 2);
+	assert_int_equal(m.tasks[0]->value->n_labels, 2);
+	assert_string_equal(m.tasks[0]->value->labels[1]->key, "k2");
+	assert_string_equal(m.tasks[0]->value->labels[1]->value, "v2");
+	/* the same key in two maps is two entries */
+	assert_string_equal(m.tasks[1]->value->labels[0]->key, "k1");
+	assert_string_equal(m.tasks[1]->value->labels[0]->value, "other");
+
+	/* errors name the path through the maps */
+	dec_fails(fx, d, "{\"tasks\":{\"a\":{\"labels\":{\"k\":5}}}}",
+	          "field \"tasks[a].labels[k]\": expected a string");
+	dec_fails(fx, d, "{\"tasks\":{\"a\":{\"labels\":[\"k\"]}}}",
+	          "field \"tasks[a].labels\": expected an object (a map)");
+	dec_fails(fx, d, "{\"tasks\":{\"a\":{\"bogus\":1}}}",
+	          "unknown field \"tasks[a].bogus\"");
+	dec_fails(fx, d, "{\"tasks\":{\"a\":{\"priority\":\"HIGH\"}}}",
+	          "field \"tasks[a].priority\": unknown value \"HIGH\" for "
+	          "enum pbjt.Priority");
+
+	/* an entry without its message value is the empty message */
+	le.key = "k";
+	le.value = "v";
+	les[0] = &le;
+	task.title = "t";
+	task.n_labels = 1;
+	task.labels = les;
+	te.key = "full";
+	te.value = &task;
+	te2.key = "bare";
+	te2.value = NULL;
+	tes[0] = &te;
+	tes[1] = &te2;
+	m.n_tasks = 2;
+	m.tasks = tes;
+	m.n_labels = m.n_by_id = m.n_i64 = m.n_u64 = m.n_by_bool = 0;
+	m.n_blobs = m.n_reals = m.n_colors = m.n_pairs = 0;
+	assert_enc(&m, "{\"labels\":{},\"tasks\":{\"full\":{\"title\":\"t\","
+	               "\"priority\":\"unspecified\",\"labels\":{\"k\":\"v\"}},"
+	               "\"bare\":{\"title\":\"\",\"priority\":\"unspecified\","
+	               "\"labels\":{}}},\"by_id\":{},\"i64\":{},\"u64\":{},"
+	               "\"by_bool\":{},\"blobs\":{},\"reals\":{},\"colors\":{},"
+	               "\"pairs\":[]}");
+}
+
+/* Wrong JSON types and bad keys are errors naming the entry. */
+static void
+test_maps_bad_types(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__maps__descriptor;
+
+	/* a map takes an object */
+	dec_fails(fx, d, "{\"labels\":[]}",
+	          "field \"labels\": expected an object (a map)");
+	dec_fails(fx, d, "{\"labels\":[{\"key\":\"a\",\"value\":\"b\"}]}",
+	          "field \"labels\": expected an object (a map)");
+	dec_fails(fx, d, "{\"labels\":\"a=b\"}",
+	          "field \"labels\": expected an object (a map)");
+	dec_fails(fx, d, "{\"labels\":7}",
+	          "field \"labels\": expected an object (a map)");
+	dec_fails(fx, d, "{\"pairs\":{\"a\":\"b\"}}",
+	          "field \"pairs\": expected an array");
+	/* map<string, string> values are strings, never null */
+	dec_fails(fx, d, "{\"labels\":{\"a\":1}}",
+	          "field \"labels[a]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"a\":\"x\",\"b\":true}}",
+	          "field \"labels[b]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"a\":null}}",
+	          "field \"labels[a]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"a\":[\"x\"]}}",
+	          "field \"labels[a]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"a\":{\"b\":\"c\"}}}",
+	          "field \"labels[a]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"a\":\"x\\u0000y\"}}",
+	          "field \"labels[a]\": string contains a NUL character");
+	/* keys that would not read well in a path are shown by position */
+	dec_fails(fx, d, "{\"labels\":{\"ok\":\"\",\"a\\\"b\":1}}",
+	          "field \"labels[#1]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"\xc3\xa9\":1}}",
+	          "field \"labels[#0]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"\":1}}",
+	          "field \"labels[#0]\": expected a string");
+	dec_fails(fx, d, "{\"labels\":{\"a]b\":1}}",
+	          "field \"labels[#0]\": expected a string");
+	/* other value types */
+	dec_fails(fx, d, "{\"tasks\":{\"t\":\"x\"}}",
+	          "field \"tasks[t]\": expected an object");
+	dec_fails(fx, d, "{\"tasks\":{\"t\":null}}",
+	          "field \"tasks[t]\": expected an object");
+	dec_fails(fx, d, "{\"i64\":{\"1\":1.5}}",
+	          "field \"i64[1]\": expected an integer");
+	dec_fails(fx, d, "{\"u64\":{\"1\":\"true\"}}",
+	          "field \"u64[1]\": expected true or false");
+	dec_fails(fx, d, "{\"by_bool\":{\"true\":\"nope\"}}",
+	          "field \"by_bool[true]\": unknown value \"nope\" for enum "
+	          "pbjt.Priority");
+	dec_fails(fx, d, "{\"blobs\":{\"1\":\"!!\"}}",
+	          "field \"blobs[1]\": invalid base64");
+	dec_fails(fx, d, "{\"reals\":{\"x\":\"abc\"}}",
+	          "field \"reals[x]\": expected a number");
+	/* keys: decimal for integers, true/false for bools */
+	dec_fails(fx, d, "{\"by_id\":{\"x\":\"a\"}}",
+	          "field \"by_id[x]\": map key: expected a decimal integer");
+	dec_fails(fx, d, "{\"by_id\":{\"\":\"a\"}}",
+	          "field \"by_id[#0]\": map key: expected a decimal integer");
+	dec_fails(fx, d, "{\"by_id\":{\"+1\":\"a\"}}",
+	          "field \"by_id[+1]\": map key: expected a decimal integer");
+	dec_fails(fx, d, "{\"by_id\":{\" 1\":\"a\"}}",
+	          "field \"by_id[ 1]\": map key: expected a decimal integer");
+	dec_fails(fx, d, "{\"by_id\":{\"1.0\":\"a\"}}",
+	          "field \"by_id[1.0]\": map key: expected a decimal integer");
+	dec_fails(fx, d, "{\"by_id\":{\"2147483648\":\"a\"}}",
+	          "field \"by_id[2147483648]\": map key: value out of range "
+	          "for int32");
+	dec_fails(fx, d, "{\"u64\":{\"-1\":true}}",
+	          "field \"u64[-1]\": map key: value out of range for uint64");
+	dec_fails(fx, d, "{\"u64\":{\"18446744073709551616\":true}}",
+	          "field \"u64[18446744073709551616]\": map key: value out of "
+	          "range for uint64");
+	dec_fails(fx, d, "{\"by_bool\":{\"1\":\"high\"}}",
+	          "field \"by_bool[1]\": map key: expected true or false");
+	dec_fails(fx, d, "{\"by_bool\":{\"True\":\"high\"}}",
+	          "field \"by_bool[True]\": map key: expected true or false");
+}
+
+/*
+ * Duplicates.  A key repeated in the JSON text is refused by the parser
+ * the gateway uses (JSON_REJECT_DUPLICATES); keys that differ as text but
+ * not as values are refused here; a map given under both its names is
+ * "given more than once".  Encoding a key repeated on the wire keeps the
+ * last value, as protobuf's parsers do.
+ */
+static void
+test_maps_duplicates(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__maps__descriptor;
+	Pbjt__Maps m = PBJT__MAPS__INIT;
+	Pbjt__Maps__LabelsEntry l1 = PBJT__MAPS__LABELS_ENTRY__INIT;
+	Pbjt__Maps__LabelsEntry l2 = PBJT__MAPS__LABELS_ENTRY__INIT;
+	Pbjt__Maps__LabelsEntry l3 = PBJT__MAPS__LABELS_ENTRY__INIT;
+	Pbjt__Maps__LabelsEntry *ls[] = {&l1, &l2, &l3};
+	json_error_t jerr;
+	json_t *j;
+
+	j = json_loads("{\"labels\":{\"a\":\"1\",\"a\":\"2\"}}",
+	               JSON_REJECT_DUPLICATES, &jerr);
+	assert_null(j);
+	assert_non_null(strstr(jerr.text, "duplicate object key"));
+	j = json_loads("{\"tasks\":{\"t\":{\"labels\":{\"k\":\"1\",\"k\":"
+	               "\"2\"}}}}",
+	               JSON_REJECT_DUPLICATES, &jerr);
+	assert_null(j);
+
+	dec_fails(fx, d, "{\"by_id\":{\"1\":\"a\",\"01\":\"b\"}}",
+	          "field \"by_id[01]\": map key: expected a canonical decimal "
+	          "integer (no leading zeros, no -0)");
+	dec_fails(fx, d, "{\"by_id\":{\"0\":\"a\",\"-0\":\"b\"}}",
+	          "field \"by_id[-0]\": map key: expected a canonical decimal "
+	          "integer (no leading zeros, no -0)");
+	dec_fails(fx, d, "{\"i64\":{\"-07\":1}}",
+	          "field \"i64[-07]\": map key: expected a canonical decimal "
+	          "integer (no leading zeros, no -0)");
+	dec_fails(fx, d, "{\"by_bool\":{\"true\":\"low\",\"TRUE\":\"high\"}}",
+	          "field \"by_bool[TRUE]\": map key: expected true or false");
+	dec_fails(fx, d, "{\"by_id\":{},\"byId\":{}}",
+	          "field \"by_id\": given more than once");
+	/* without JSON_REJECT_DUPLICATES jansson keeps the last: one entry */
+	assert_int_equal(
+	    dec(fx, d, "{\"labels\":{\"a\":\"1\",\"a\":\"2\"}}", &m), 0);
+	assert_int_equal(m.n_labels, 1);
+	assert_string_equal(m.labels[0]->value, "2");
+
+	l1.key = "a";
+	l1.value = "1";
+	l2.key = "b";
+	l2.value = "2";
+	l3.key = "a";
+	l3.value = "3";
+	m.n_labels = 3;
+	m.labels = ls;
+	assert_enc(&m, "{\"labels\":{\"a\":\"3\",\"b\":\"2\"},\"tasks\":{},"
+	               "\"by_id\":{},\"i64\":{},\"u64\":{},\"by_bool\":{},"
+	               "\"blobs\":{},\"reals\":{},\"colors\":{},\"pairs\":[]}");
+}
+
+/* JSON text of a Maps with n entries in labels ("k0":"v", ...); freed. */
+static char *
+labels_json(size_t n)
+{
+	char *js = malloc(n * 16 + 32), *p;
+	size_t i;
+
+	assert_non_null(js);
+	p = js + sprintf(js, "{\"labels\":{");
+	for (i = 0; i < n; i++)
+		p += sprintf(p, "%s\"k%zu\":\"v\"", i > 0 ? "," : "", i);
+	sprintf(p, "}}");
+	return (js);
+}
+
+/* At most CM_PBJSON_MAP_MAX entries in one map; maps never come from text. */
+static void
+test_maps_caps_and_text(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt__maps__descriptor;
+	Pbjt__Maps m;
+	char *js, want[64];
+
+	js = labels_json(CM_PBJSON_MAP_MAX);
+	assert_int_equal(dec(fx, d, js, &m), 0);
+	free(js);
+	assert_int_equal(m.n_labels, CM_PBJSON_MAP_MAX);
+	assert_string_equal(m.labels[CM_PBJSON_MAP_MAX - 1]->key, "k999");
+	js = labels_json(CM_PBJSON_MAP_MAX + 1);
+	snprintf(want, sizeof(want),
+	         "field \"labels\": more than %d map entries",
+	         CM_PBJSON_MAP_MAX);
+	dec_fails(fx, d, js, want);
+	free(js);
+
+	pbjt__maps__init(&m);
+	assert_int_equal(cm_pbjson_set_field_text(d, &m.base, "labels", "a=b",
+	                                          3, &fx->arena, fx->err,
+	                                          sizeof(fx->err)),
+	                 -1);
+	assert_string_equal(fx->err,
+	                    "field \"labels\": a map cannot be set from text");
+	assert_int_equal(cm_pbjson_set_field_text(d, &m.base, "byId", "1", 1,
+	                                          &fx->arena, fx->err,
+	                                          sizeof(fx->err)),
+	                 -1);
+	assert_string_equal(fx->err,
+	                    "field \"by_id\": a map cannot be set from text");
+	assert_int_equal(m.n_labels, 0);
+	assert_int_equal(m.n_by_id, 0);
+}
+
+/* proto2 maps: has_ flags on the entries; unset values written as set. */
+static void
+test_maps_proto2(void **state)
+{
+	struct fx *fx = *state;
+	const ProtobufCMessageDescriptor *d = &pbjt2__legacy_maps__descriptor;
+	Pbjt2__LegacyMaps m = PBJT2__LEGACY_MAPS__INIT;
+	Pbjt2__LegacyMaps__ByIdEntry b = PBJT2__LEGACY_MAPS__BY_ID_ENTRY__INIT;
+	Pbjt2__LegacyMaps__ByIdEntry *bs[] = {&b};
+	Pbjt2__LegacyMaps__SubsEntry e = PBJT2__LEGACY_MAPS__SUBS_ENTRY__INIT;
+	Pbjt2__LegacyMaps__SubsEntry *es[] = {&e};
+
+	assert_int_equal(dec(fx, d,
+	                     "{\"by_id\":{\"4294967295\":\"max\"},\"subs\":{"
+	                     "\"s\":{\"x\":3},\"t\":{}}}",
+	                     &m),
+	                 0);
+	assert_int_equal(m.n_by_id, 1);
+	assert_true(m.by_id[0]->has_key);
+	assert_true(m.by_id[0]->key == UINT32_MAX);
+	assert_string_equal(m.by_id[0]->value, "max");
+	assert_int_equal(m.n_subs, 2);
+	assert_true(m.subs[0]->value->has_x);
+	assert_int_equal(m.subs[0]->value->x, 3);
+	assert_false(m.subs[1]->value->has_x);
+	dec_fails(fx, d, "{\"subs\":{\"s\":{\"y\":1}}}",
+	          "unknown field \"subs[s].y\"");
+
+	/* no has_key, no value: the defaults */
+	b.value = NULL;
+	e.key = NULL;
+	e.value = NULL;
+	m.n_by_id = 1;
+	m.by_id = bs;
+	m.n_subs = 1;
+	m.subs = es;
+	assert_enc(&m, "{\"by_id\":{\"0\":\"\"},\"subs\":{\"\":{\"x\":null}}}");
+}
+
+/* Keys that are not UTF-8 are repaired, as string values are. */
+static void
+test_maps_encode_invalid_utf8(void **state)
+{
+	Pbjt__Maps m = PBJT__MAPS__INIT;
+	Pbjt__Maps__LabelsEntry l = PBJT__MAPS__LABELS_ENTRY__INIT;
+	Pbjt__Maps__LabelsEntry *ls[] = {&l, NULL};
+	char *s;
+
+	(void) state;
+	l.key = "a\xff";
+	l.value = "\xc3";
+	m.n_labels = 2; /* a NULL entry is skipped */
+	m.labels = ls;
+	s = enc(&m);
+	assert_non_null(
+	    strstr(s, "{\"labels\":{\"a\xef\xbf\xbd\":\"\xef\xbf\xbd\"},"));
+	free(s);
+}
+
 /*
  * Node JSON nested depth levels deep (depth "child" keys), with "v" set
  * to the string leaf at the bottom; the dotted path of that "v" goes to
@@ -1223,6 +1848,9 @@ main(void)
 	    T(test_int32_range),
 	    T(test_all_scalars),
 	    T(test_enums),
+	    T(test_enum_short_names),
+	    T(test_enum_short_name_clashes),
+	    T(test_enum_names_from_text),
 	    T(test_unknown_and_wrong_types),
 	    T(test_top_level_and_bad_json),
 	    T(test_null_handling),
@@ -1236,6 +1864,13 @@ main(void)
 	    T(test_add_field_texts),
 	    T(test_error_buffer),
 	    T(test_deep_nesting),
+	    T(test_maps_round_trip),
+	    T(test_maps_nested),
+	    T(test_maps_bad_types),
+	    T(test_maps_duplicates),
+	    T(test_maps_caps_and_text),
+	    T(test_maps_proto2),
+	    T(test_maps_encode_invalid_utf8),
 	};
 #undef T
 
