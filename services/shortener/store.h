@@ -174,6 +174,13 @@ struct cm_cache;
 void shortener_redis_open(struct shortener_cache *out, struct cm_cache *engine,
                           const char *url, int timeout_ms, bool read_through);
 void shortener_redis_close(struct shortener_cache *c);
+/*
+ * Whether Redis works, for Health.Check, from what the process's
+ * connections to it have seen (never blocking; any thread); with probe,
+ * and when that is more than a second old, after a PING on c (bounded by
+ * its timeout; c must then be the caller's own).
+ */
+bool shortener_redis_health(struct shortener_cache *c, bool probe);
 
 /*
  * In memory (store_mem.c), for unit tests: one shared, thread-safe
