@@ -32,6 +32,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 
@@ -589,6 +590,28 @@ suite_teardown(void **state)
 
 /* ---- the tests ---- */
 
+/* The shortener's connections say whose they are (application_name). */
+static void
+test_application_name(void **state)
+{
+	PGconn *c = PQconnectdb(getenv("DATABASE_URL"));
+	PGresult *res;
+	long n;
+
+	(void) state;
+	assert_int_equal(PQstatus(c), CONNECTION_OK);
+	res = PQexec(c, "SELECT count(*) FROM pg_stat_activity "
+	                "WHERE application_name = 'shortener'");
+	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+	n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	fprintf(stderr, "connections named shortener: %ld\n", n);
+	/* The 8 workers and the batcher connect at start (maintenance and
+	 * health checks on first use). */
+	assert_true(n >= 9);
+	PQclear(res);
+	PQfinish(c);
+}
+
 /* Creates and redirects work again within RECOVER_MS; returns the ms. */
 static double
 wait_recovered(const char *what)
@@ -797,6 +820,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_application_name),
 	    cmocka_unit_test_teardown(test_postgres_stopped, teardown_resume),
 	    cmocka_unit_test_teardown(test_redis_stopped, teardown_resume),
 	};
