@@ -21,8 +21,9 @@
  * out: it opens a connection of its own and waits for it with no bound,
  * and a stopped server would not act on it anyway.  Whether an abandoned
  * statement ran is unknowable, so nothing is retried: the caller answers
- * UNAVAILABLE.  (Lock waits of a live server are the server's to bound,
- * with lock_timeout, which comes back as an SQL error.)
+ * UNAVAILABLE.  Lock waits of a live server are the server's to bound:
+ * connections set lock_timeout (1 s), which comes back as an SQL error
+ * and leaves the connection and the breaker alone.
  *
  * The breaker.  Every cm_pg of one connection string in the process shares
  * one (a service has a connection per worker thread, and without sharing
@@ -77,8 +78,10 @@
 #define PG_CONNECT_MAX_MS 3000
 #define PG_TRIP_MIN_MS    250
 #define PG_MIGRATE_MS     30000
-#define PG_BREAKERS       16
-#define PG_OUTCOME_MS     100
+/* Sent at connect: a lock wait ends after 1 s (see pg_connect). */
+#define PG_OPTIONS    "-c lock_timeout=1000"
+#define PG_BREAKERS   16
+#define PG_OUTCOME_MS 100
 /* A probe that never reports (it cannot happen; a safety net) releases
  * the half-open breaker after this long. */
 #define PG_PROBE_HOLD_MS (CM_PG_WAIT_MAX_MS + PG_CONNECT_MAX_MS)
@@ -352,21 +355,20 @@ pg_wait(PGconn *conn, short events, int64_t until)
  * connection string names (it is expanded in place of "dbname") overrides
  * them; libpq ignores connect_timeout with PQconnectPoll, hence the bound
  * here.  Keepalives and tcp_user_timeout still help an idle connection
- * notice a vanished server.  Returns true with p->conn set.
+ * notice a vanished server.  lock_timeout makes a live server end a lock
+ * wait itself, with an SQL error (55P03), before the caller's deadline
+ * would close the connection and open the breaker over a server that is
+ * fine.  Returns true with p->conn set.
  */
 static bool
 pg_connect(cm_pg *p, int64_t until)
 {
-	static const char *const keys[] = {"keepalives",
-	                                   "keepalives_idle",
-	                                   "keepalives_interval",
-	                                   "keepalives_count",
-	                                   "tcp_user_timeout",
-	                                   "application_name",
-	                                   "dbname",
-	                                   NULL};
-	const char *v[] = {"1",     "30",       "5",         "3",
-	                   "10000", p->appname, p->conninfo, NULL};
+	static const char *const keys[] = {
+	    "keepalives",       "keepalives_idle",  "keepalives_interval",
+	    "keepalives_count", "tcp_user_timeout", "options",
+	    "application_name", "dbname",           NULL};
+	const char *v[] = {"1",        "30",       "5",         "3", "10000",
+	                   PG_OPTIONS, p->appname, p->conninfo, NULL};
 	PostgresPollingStatusType st;
 	PGconn *conn;
 	char err[256];
@@ -693,7 +695,10 @@ cm_pg_migrate(cm_pg *p, const char *schema, const char *sql)
 	const char *params[1] = {schema};
 	int64_t until =
 	    p->deadline_ms != 0 ? p->deadline_ms : cm_mono_ms() + PG_MIGRATE_MS;
-	struct pg_query begin = {.kind = PG_SIMPLE, .sql = "BEGIN"};
+	/* DDL may wait for locks held by a live service: longer than the
+	 * connection's lock_timeout, within the migration's own bound. */
+	struct pg_query begin = {
+	    .kind = PG_SIMPLE, .sql = "BEGIN; SET LOCAL lock_timeout = '25s'"};
 	struct pg_query lock = {
 	    .kind = PG_PARAMS,
 	    .sql = "SELECT pg_advisory_xact_lock(hashtext($1))",

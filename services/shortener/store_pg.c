@@ -201,10 +201,27 @@ pg_run(struct pg_store *st, enum pg_stmt k, const char *const *params)
 	                            stmts[k].nparams, params));
 }
 
-/* Maps a result to a cm_code, logging SQL errors; clears it unless OK. */
+/*
+ * A lock wait that hit lock_timeout (55P03) or a statement cancelled by a
+ * timeout (57014): the server is busy, not at fault.
+ */
+static bool
+pg_busy(const PGresult *res)
+{
+	const char *state = pg_sqlstate(res);
+
+	return (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0);
+}
+
+/*
+ * Maps a result to a cm_code, logging SQL errors; clears it unless OK.
+ * Busy (pg_busy) is CM_UNAVAILABLE, other SQL errors CM_INTERNAL.
+ */
 static int
 pg_check(PGresult *res, ExecStatusType want, const char *what)
 {
+	int rv;
+
 	if (res == NULL)
 		return (CM_UNAVAILABLE);
 	if (PQresultStatus(res) == want)
@@ -213,8 +230,9 @@ pg_check(PGresult *res, ExecStatusType want, const char *what)
 	          pg_sqlstate(res),
 	          (int) strcspn(PQresultErrorMessage(res), "\n\""),
 	          PQresultErrorMessage(res));
+	rv = pg_busy(res) ? CM_UNAVAILABLE : CM_INTERNAL;
 	PQclear(res);
-	return (CM_INTERNAL);
+	return (rv);
 }
 
 static int64_t
@@ -380,6 +398,13 @@ batch_insert(struct shortener_pg_batcher *b, struct pg_waiter **w, size_t n)
 	cm_counter_add(b->rows, n);
 
 	if (res == NULL) {
+		for (i = 0; i < n; i++)
+			w[i]->rv = CM_UNAVAILABLE;
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && pg_busy(res)) {
+		/* One by one would wait again, for each row. */
+		(void) pg_check(res, PGRES_TUPLES_OK, "insert_batch");
 		for (i = 0; i < n; i++)
 			w[i]->rv = CM_UNAVAILABLE;
 		return;
