@@ -655,6 +655,76 @@ wait_recovered(const char *what)
 }
 
 /*
+ * A lock wait is not a stalled server.  A create whose alias another
+ * transaction has inserted but not committed waits on that transaction;
+ * the connection's lock_timeout (1 s) ends the wait with an SQL error
+ * before the deadline, so the create gets 503 UNAVAILABLE while its
+ * connection stays and the breaker stays closed: the next create
+ * succeeds at once and the shortener stays SERVING.
+ */
+static void
+test_lock_wait_is_not_a_stall(void **state)
+{
+	PGconn *c = PQconnectdb(getenv("DATABASE_URL"));
+	char alias[32], body[256], url[128];
+	const char *hdrs[] = {"Content-Type: application/json", NULL};
+	const char *params[1] = {alias};
+	struct healthz hz;
+	PGresult *res;
+	int64_t t0;
+	double took;
+	char *code;
+	h_resp r;
+
+	(void) state;
+	unique(alias, sizeof(alias), "held");
+	assert_int_equal(PQstatus(c), CONNECTION_OK);
+	res = PQexec(c, "BEGIN");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	res =
+	    PQexecParams(c,
+	                 "INSERT INTO shortener.urls (code, id, long_url, "
+	                 "created_at) VALUES ($1, 0, 'https://e.com/held', 0)",
+	                 1, NULL, params, NULL, NULL, 0);
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+
+	snprintf(url, sizeof(url), "%s/api/v1/urls", T.gw_url);
+	snprintf(body, sizeof(body),
+	         "{\"long_url\":\"https://e.com/waits\",\"custom_alias\":"
+	         "\"%s\"}",
+	         alias);
+	t0 = cm_mono_ms();
+	h_http(&r, "POST", url, hdrs, body, strlen(body));
+	took = (double) (cm_mono_ms() - t0);
+	assert_shortener_unavailable(&r, took, "create waiting on a lock");
+	h_resp_free(&r);
+	assert_true(took >= 900); /* it did wait for lock_timeout */
+
+	/* Nothing tripped: the next create goes through at once. */
+	t0 = cm_mono_ms();
+	code = create_ok("https://e.com/after-lock");
+	took = (double) (cm_mono_ms() - t0);
+	fprintf(stderr, "next create: 201 after %.0f ms\n", took);
+	assert_true(took < 500);
+	free(code);
+	healthz(&hz);
+	assert_int_equal(hz.status, 200);
+	assert_int_equal(hz_dep_ok(&hz, "shortener", "postgres"), 1);
+	json_decref(hz.root);
+
+	/* Once the holder gives up, the alias is free. */
+	res = PQexec(c, "ROLLBACK");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	PQfinish(c);
+	h_http(&r, "POST", url, hdrs, body, strlen(body));
+	assert_int_equal(r.status, 201);
+	h_resp_free(&r);
+}
+
+/*
  * Every PostgreSQL process stopped: creates (which wait for the insert
  * batcher) and redirects of a code no cache holds answer 503/504 within
  * the deadline, alone and many at once; /healthz stays fast and shows the
@@ -821,6 +891,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_application_name),
+	    cmocka_unit_test(test_lock_wait_is_not_a_stall),
 	    cmocka_unit_test_teardown(test_postgres_stopped, teardown_resume),
 	    cmocka_unit_test_teardown(test_redis_stopped, teardown_resume),
 	};
