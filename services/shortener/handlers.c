@@ -17,7 +17,7 @@
 
 #define ERRLEN 256
 /* Kept from the store's share of a deadline for the reply's way back. */
-#define REPLY_MARGIN_MS 50
+#define REPLY_MARGIN_MS 100
 
 /*
  * The worker's stores, their waits bounded by the request's deadline less
