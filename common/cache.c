@@ -1526,8 +1526,10 @@ cm_cache_subscribed(cm_cache *c)
 	return (c->cfg.no_subscribe || cm_invalidator_subscribed(c->inv));
 }
 
+/* What the engine's connections have seen; a PING on this thread's own
+ * (bounded by redis_timeout_ms) only when that is over a second old. */
 bool
 cm_cache_redis_ok(cm_cache *c)
 {
-	return (cm_redis_ping(rconn(c)));
+	return (cm_redis_check(rconn(c), 1000));
 }

@@ -194,7 +194,11 @@ bool cm_cache_l1_has(cm_cache *c, const char *ns, const void *key, size_t klen);
 void cm_cache_get_stats(cm_cache *c, cm_cache_stats *out);
 /* True while the invalidation subscription is up (health). */
 bool cm_cache_subscribed(cm_cache *c);
-/* True if Redis answers a PING from this thread. */
+/*
+ * True if Redis works, for health: from what the process's connections to
+ * it have seen (breaker, last outcome), or, when that is over a second
+ * old, after a PING from this thread (bounded by redis_timeout_ms).
+ */
 bool cm_cache_redis_ok(cm_cache *c);
 
 #endif

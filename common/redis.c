@@ -23,6 +23,11 @@
  * timeout per backoff period is paid by the whole process while Redis is
  * unwell, and callers degrade instead of queueing.  The first reply after
  * a failure closes it.
+ *
+ * The breaker also keeps the last outcome of any connection to its Redis
+ * (a reply, or a failure), which is what health checks report
+ * (cm_redis_state, cm_redis_check): a service that talks to Redis anyway
+ * need not ask it again for every Health.Check.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -39,12 +44,15 @@
 #define REDIS_BACKOFF_MIN_MS 100
 #define REDIS_BACKOFF_MAX_MS 2000
 #define REDIS_BREAKERS       16
+#define REDIS_OUTCOME_MS     100
 
 /* The shared state of one Redis (by URL): see the top of the file. */
 struct redis_breaker {
 	char url[512];
 	_Atomic int64_t until_ms; /* monotonic; calls fail fast before */
 	_Atomic int backoff_ms;   /* the next opening's length */
+	_Atomic int64_t last_ms;  /* monotonic time of the last outcome */
+	_Atomic bool last_ok;     /* that outcome: a reply */
 };
 
 static struct redis_breaker breakers[REDIS_BREAKERS];
@@ -82,6 +90,8 @@ redis_breaker_get(const char *url)
 		cm_strlcpy(br->url, url, sizeof(br->url));
 		atomic_init(&br->until_ms, 0);
 		atomic_init(&br->backoff_ms, REDIS_BACKOFF_MIN_MS);
+		atomic_init(&br->last_ms, 0);
+		atomic_init(&br->last_ok, true);
 	}
 	pthread_mutex_unlock(&breakers_mu);
 	return (br);
@@ -202,6 +212,23 @@ cm_redis_free(cm_redis *r)
 }
 
 /*
+ * Records the outcome of a command or connection attempt.  A reply after
+ * replies recorded less than REDIS_OUTCOME_MS ago is not written: every
+ * thread shares this line, and replies are many.
+ */
+static void
+redis_outcome(struct redis_breaker *br, bool ok)
+{
+	int64_t now = cm_mono_ms();
+
+	if (ok && atomic_load(&br->last_ok) &&
+	    now - atomic_load(&br->last_ms) < REDIS_OUTCOME_MS)
+		return;
+	atomic_store(&br->last_ok, ok);
+	atomic_store(&br->last_ms, now);
+}
+
+/*
  * Redis failed us (see the top of the file): drop the connection and open
  * the breaker.  The backoff doubles only when an attempt made after the
  * last opening fails, not when many threads fail at the same moment.
@@ -214,6 +241,7 @@ redis_trip(cm_redis *r, const char *why)
 	int b = atomic_load(&br->backoff_ms);
 
 	redis_drop(r);
+	redis_outcome(br, false);
 	if (now < atomic_load(&br->until_ms))
 		return;                /* already open */
 	if (b == REDIS_BACKOFF_MIN_MS) /* log going down once */
@@ -320,6 +348,7 @@ redis_broken(cm_redis *r, int err)
 	log_warnx("event=redis_error addr=%s:%d err=\"%s\"", r->host, r->port,
 	          why);
 	redis_drop(r);
+	redis_outcome(r->br, false);
 }
 
 /* A reply arrived: the connection is proven, the breaker closes. */
@@ -334,6 +363,7 @@ redis_answered(cm_redis *r)
 		log_info("event=redis_up addr=%s:%d", r->host, r->port);
 	r->fresh = false;
 	r->ok = true;
+	redis_outcome(br, true);
 }
 
 static redisReply *
@@ -456,4 +486,29 @@ cm_redis_ping(cm_redis *r)
 	up = rep->type != REDIS_REPLY_ERROR;
 	freeReplyObject(rep);
 	return (up);
+}
+
+bool
+cm_redis_state(const cm_redis *r, int64_t *age_ms)
+{
+	struct redis_breaker *br = r->br;
+	int64_t last = atomic_load(&br->last_ms), now = cm_mono_ms();
+
+	*age_ms = last == 0 ? INT64_MAX : now - last;
+	if (now < atomic_load(&br->until_ms))
+		return (false);
+	return (atomic_load(&br->last_ok));
+}
+
+bool
+cm_redis_check(cm_redis *r, int max_age_ms)
+{
+	int64_t age;
+	bool up = cm_redis_state(r, &age);
+
+	if (age < max_age_ms)
+		return (up);
+	/* While the breaker is open this sends nothing. */
+	(void) cm_redis_ping(r);
+	return (cm_redis_state(r, &age));
 }

@@ -9,6 +9,7 @@
 #define CM_REDIS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <hiredis/hiredis.h>
 
@@ -38,6 +39,21 @@ redisReply *cm_redis_get_reply(cm_redis *r);
 bool cm_redis_ok(cm_redis *r);
 /* PING now (respecting backoff); true if Redis answered. */
 bool cm_redis_ping(cm_redis *r);
+
+/*
+ * What the process knows of the Redis at r's URL, from every cm_redis of
+ * it: false while the breaker is open or when the last command or
+ * connection attempt failed.  *age_ms: how long ago that last outcome was
+ * (INT64_MAX when there was none yet).  Never blocks; reads only state
+ * shared by the process, so any thread may call it with any cm_redis.
+ */
+bool cm_redis_state(const cm_redis *r, int64_t *age_ms);
+/*
+ * For a health check: cm_redis_state, after a PING on r (bounded by its
+ * timeout; nothing is sent while the breaker is open) when what is known
+ * is older than max_age_ms.  r must be the caller's own.
+ */
+bool cm_redis_check(cm_redis *r, int max_age_ms);
 
 /* Parses a redis URL into host/port/password/db; 0 on success. */
 int cm_redis_parse_url(const char *url, char *host, size_t hostlen, int *port,

@@ -9,7 +9,8 @@
 #        REDIS_URL, DATABASE_URL, TEST_REDIS_PORT, TEST_PG_PORT,
 #        TEST_REDIS_SERVER (path of redis-server), TEST_REDIS_CONF (its config:
 #        `$TEST_REDIS_SERVER $TEST_REDIS_CONF` restarts the same server after a
-#        test stopped it);
+#        test stopped it), TEST_PG_DATA (PostgreSQL's data directory: its
+#        postmaster.pid names the process tree test_store_stall suspends);
 #   2. builds in build/ with -DWERROR=ON and runs ctest;
 #   3. builds in build-asan/ with -DSANITIZE=address,undefined -DWERROR=ON and
 #      runs ctest with leak detection;
@@ -56,10 +57,30 @@ REDIS_PORT_=
 PG_DIR=
 PG_PORT_=
 
+# resume_stores: sends SIGCONT to the PostgreSQL tree (postmaster and its
+# children) and to Redis, in case a test that suspends them (test_store_stall)
+# died before resuming them.  Harmless when they run.
+resume_stores() {
+	local pid c
+	if [ -n "$PG_DIR" ] && [ -s "$PG_DIR/data/postmaster.pid" ]; then
+		pid=$(head -n 1 "$PG_DIR/data/postmaster.pid")
+		if [ -n "$pid" ] && kill -CONT "$pid" 2>/dev/null; then
+			for c in $(pgrep -P "$pid"); do
+				kill -CONT "$c" 2>/dev/null
+			done
+		fi
+	fi
+	if [ -n "$TMP" ] && [ -s "$TMP/redis/redis.pid" ]; then
+		kill -CONT "$(cat "$TMP/redis/redis.pid")" 2>/dev/null
+	fi
+	return 0
+}
+
 cleanup() {
 	local rc=$?
 	set +e
 	trap - EXIT INT TERM
+	resume_stores
 	if [ -n "$REDIS_PORT_" ]; then
 		stack_redis_stop "$TMP/redis" "$REDIS_PORT_"
 	fi
@@ -124,6 +145,7 @@ start_stores() {
 	# The services the tests start may use development secrets; the
 	# tests of the refusal outside that mode unset it for their process.
 	export BACKENDS_DEV_MODE=1
+	export TEST_PG_DATA=$PG_DIR/data
 	export TEST_REDIS_SERVER TEST_REDIS_CONF=$TMP/redis/redis.conf
 	TEST_REDIS_SERVER=$(stack_redis_server)
 	echo "Redis      $REDIS_URL (files in $TMP/redis)"
@@ -133,6 +155,7 @@ start_stores() {
 # reset_stores: an empty database and an empty Redis for the next ctest run;
 # restarts Redis if a test left it stopped.
 reset_stores() {
+	resume_stores
 	if ! stack_redis_ping "$REDIS_PORT_"; then
 		stack_redis_stop "$TMP/redis"
 		stack_redis_start "$TMP/redis" "$REDIS_PORT_" || return 1

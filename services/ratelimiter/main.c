@@ -79,17 +79,22 @@ worker_fini(void *worker, void *arg)
 
 /*
  * Always SERVING: without Redis every rule still gets an answer (its
- * failure policy, or the fallback limiter).  Redis shows as a dependency.
+ * failure policy, or the fallback limiter).  Redis shows as a dependency,
+ * as the process's connections have seen it; when that is over a second
+ * old, one health check at a time asks Redis on its own connection
+ * (bounded), the others answer from what is known meanwhile (a trylock:
+ * a health check never waits on another).
  */
 static size_t
 health(void *arg, cm_health_dep *deps, size_t max, bool *serving)
 {
-	bool ok;
+	bool ok, probe;
 
 	(void) arg;
-	pthread_mutex_lock(&app.health_mu);
-	ok = app.health_store.ops->ping(app.health_store.impl);
-	pthread_mutex_unlock(&app.health_mu);
+	probe = pthread_mutex_trylock(&app.health_mu) == 0;
+	ok = app.health_store.ops->health(app.health_store.impl, probe);
+	if (probe)
+		pthread_mutex_unlock(&app.health_mu);
 	*serving = true;
 	if (max == 0)
 		return (0);

@@ -23,7 +23,13 @@ struct rl_store_ops {
 	 */
 	int (*check)(void *impl, const struct cm_rl_match *m, size_t n,
 	             int64_t cost, bool peek, struct rl_verdict *v, bool *all);
-	bool (*ping)(void *impl);
+	/*
+	 * Whether the store works, for Health.Check: from what the process
+	 * has seen of it, without a round trip (any thread may ask); with
+	 * probe, and when that is over a second old, after one bounded
+	 * round trip on impl (which must then be the caller's own).
+	 */
+	bool (*health)(void *impl, bool probe);
 	void (*close)(void *impl);
 };
 

@@ -51,6 +51,9 @@
 #include "redis.h"
 #include "store.h"
 
+/* Health: what is known is fresh for a second. */
+#define HEALTH_MAX_AGE_MS 1000
+
 static const char script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
@@ -288,11 +291,14 @@ out:
 }
 
 static bool
-redis_ping(void *impl)
+redis_health(void *impl, bool probe)
 {
 	struct rl_redis *s = impl;
+	int64_t age;
 
-	return (cm_redis_ping(s->r));
+	if (probe)
+		return (cm_redis_check(s->r, HEALTH_MAX_AGE_MS));
+	return (cm_redis_state(s->r, &age));
 }
 
 static void
@@ -309,7 +315,7 @@ redis_close(void *impl)
 static const struct rl_store_ops redis_ops = {
     .name = "redis",
     .check = redis_check,
-    .ping = redis_ping,
+    .health = redis_health,
     .close = redis_close,
 };
 

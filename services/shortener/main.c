@@ -14,7 +14,7 @@
  * instance deleted; and the maintenance
  * thread, which purges expired links and retries invalidations that could
  * not be sent.  Health checks use one more pair of connections of their
- * own, behind a mutex.
+ * own, behind a mutex that is only ever tried (see health()).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -140,24 +140,33 @@ worker_fini(void *worker, void *arg)
  * SERVING while PostgreSQL answers: it is the source of truth.  Redis down
  * only slows redirects and delays invalidations, so it shows as a failed
  * dependency of a service that still serves.
+ *
+ * The stores' states come from what the process's connections have seen
+ * (their breakers and last outcomes), so a health check costs no round
+ * trip while the service has traffic, and a PostgreSQL that stopped
+ * answering shows as soon as one request has timed out on it.  When that
+ * knowledge is over a second old, one health check at a time asks the
+ * stores itself on connections of its own, bounded (300 ms PostgreSQL,
+ * REDIS_TIMEOUT_MS Redis); the others meanwhile answer from what is known
+ * without waiting for it (a trylock, never a wait on a lock).
  */
 static size_t
 health(void *arg, cm_health_dep *deps, size_t max, bool *serving)
 {
 	struct shortener_io *io = &app.health_io;
-	bool pg, redis;
+	const char *pg_detail;
+	bool pg, redis, probe;
 	size_t n = 0;
 
 	(void) arg;
-	pthread_mutex_lock(&app.health_mu);
-	pg = io->store.ops->ping(io->store.impl);
-	redis = io->cache.ops->ping(io->cache.impl);
-	pthread_mutex_unlock(&app.health_mu);
+	probe = pthread_mutex_trylock(&app.health_mu) == 0;
+	pg = shortener_pg_health(&io->store, probe, &pg_detail);
+	redis = shortener_redis_health(&io->cache, probe);
+	if (probe)
+		pthread_mutex_unlock(&app.health_mu);
 	if (n < max)
-		deps[n++] =
-		    (cm_health_dep){.name = "postgres",
-		                    .ok = pg,
-		                    .detail = pg ? NULL : "unreachable"};
+		deps[n++] = (cm_health_dep){
+		    .name = "postgres", .ok = pg, .detail = pg_detail};
 	if (n < max)
 		deps[n++] = (cm_health_dep){
 		    .name = "redis",

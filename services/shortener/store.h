@@ -136,6 +136,17 @@ struct shortener_cache {
  * shortener_pg_open fills *out with a store of its own connection (made
  * lazily), inserting through batcher if not NULL, directly otherwise.
  * shortener_pg_close frees it.
+ *
+ * Every operation of a PostgreSQL store, an insert waiting for the
+ * batcher included, waits at most until the deadline given to
+ * shortener_pg_set_deadline (cm_mono_ms clock; 0: none) and at most
+ * CM_PG_WAIT_MAX_MS (common/pg.h), and fails with CM_UNAVAILABLE past it.
+ *
+ * shortener_pg_health tells whether PostgreSQL works, for Health.Check,
+ * from what the process's connections have seen (never blocking; any
+ * thread, any PostgreSQL store); with probe, and when that is more than a
+ * second old, after a SELECT 1 of at most 300 ms on s (which must then
+ * be the caller's own).  *detail: why not (static), NULL when it works.
  */
 struct shortener_pg_batcher;
 
@@ -146,6 +157,9 @@ void shortener_pg_batcher_stop(struct shortener_pg_batcher *b);
 void shortener_pg_open(struct shortener_store *out, const char *conninfo,
                        struct shortener_pg_batcher *batcher);
 void shortener_pg_close(struct shortener_store *st);
+void shortener_pg_set_deadline(struct shortener_store *s, int64_t deadline_ms);
+bool shortener_pg_health(struct shortener_store *s, bool probe,
+                         const char **detail);
 
 /*
  * The multi-level cache engine (store_redis.c): namespace
@@ -160,6 +174,13 @@ struct cm_cache;
 void shortener_redis_open(struct shortener_cache *out, struct cm_cache *engine,
                           const char *url, int timeout_ms, bool read_through);
 void shortener_redis_close(struct shortener_cache *c);
+/*
+ * Whether Redis works, for Health.Check, from what the process's
+ * connections to it have seen (never blocking; any thread); with probe,
+ * and when that is more than a second old, after a PING on c (bounded by
+ * its timeout; c must then be the caller's own).
+ */
+bool shortener_redis_health(struct shortener_cache *c, bool probe);
 
 /*
  * In memory (store_mem.c), for unit tests: one shared, thread-safe

@@ -2,10 +2,13 @@
  * The shortener's store in PostgreSQL: the only file that speaks libpq.
  *
  * One instance per thread, each with its own connection (cm_pg reconnects
- * with backoff).  Statements are prepared lazily on each connection: a
- * statement runs with PQexecPrepared, and if the server does not know it
- * (a fresh connection, SQLSTATE 26000) it is prepared and run again.  That
- * keeps reconnection invisible here without tracking connection identity.
+ * with backoff, behind a breaker shared by the process).  Statements are
+ * prepared lazily on each connection (cm_pg_exec_prepared), which keeps
+ * reconnection invisible here.  Every statement waits at most until the
+ * deadline of the request it serves (shortener_pg_set_deadline: the RPC
+ * handlers pass what is left of theirs) and never more than
+ * CM_PG_WAIT_MAX_MS; a PostgreSQL that does not answer by then costs the
+ * connection and the caller gets CM_UNAVAILABLE (common/pg.c).
  *
  * Inserts and group commit.  Every created link must be durable before
  * the reply (default synchronous_commit), so each insert costs a commit,
@@ -30,12 +33,15 @@
  *
  * Every other write is its own transaction in autocommit.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -48,7 +54,12 @@
 
 #define CLICKS_CHUNK     1000
 #define BATCH_DEFAULT    256
+#define BATCH_MARGIN_MS  20
 #define DEADLOCK_RETRIES 3
+#define APP_NAME         "shortener"
+/* Health: what is known is fresh for a second; a probe waits 300 ms. */
+#define HEALTH_MAX_AGE_MS 1000
+#define HEALTH_TIMEOUT_MS 300
 
 enum pg_stmt {
 	ST_LEASE,
@@ -136,15 +147,25 @@ struct pg_store {
 };
 
 /*
- * One insert waiting for the batcher (on the waiter's stack).  Each waiter
- * sleeps on a semaphore of its own, so finishing a batch wakes exactly the
- * threads it served and none of them has to take the queue's mutex again.
+ * One insert waiting for the batcher.  It lives on the heap with two
+ * references, the waiting thread's and the queue's (then the batcher's),
+ * and whichever side drops the last one frees it: a waiter that gives up
+ * marks itself gone and returns, and the batcher, which may be writing
+ * its row at that moment, still writes its outcome into live memory.  The
+ * link is copied in, since the caller's strings (its request's arena) go
+ * when it returns.  Each waiter sleeps on a semaphore of its own, so
+ * finishing a batch wakes exactly the threads it served and none of them
+ * has to take the queue's mutex again.
  */
 struct pg_waiter {
-	const struct shortener_link *l;
+	struct shortener_link l; /* its strings are in buf */
 	struct pg_waiter *next;
-	int rv;
+	int64_t until; /* cm_mono_ms: when the waiter gives up */
+	int rv;        /* written by the batcher before done is posted */
 	sem_t done;
+	atomic_bool gone; /* the waiter gave up: skip it */
+	atomic_int refs;
+	char buf[];
 };
 
 struct shortener_pg_batcher {
@@ -169,48 +190,38 @@ pg_sqlstate(const PGresult *res)
 }
 
 /*
- * Runs a prepared statement, preparing it first if this connection has not
- * seen it.  Returns the result (caller PQclear()s) or NULL when the server
- * is unreachable or the connection broke (then it has been reset).
+ * Runs statement k (prepared on this connection on first use).  Returns
+ * the result (caller PQclear()s) or NULL when PostgreSQL is unreachable or
+ * did not answer by the deadline.
  */
 static PGresult *
 pg_run(struct pg_store *st, enum pg_stmt k, const char *const *params)
 {
-	PGconn *conn;
-	PGresult *res, *prep;
-
-	if ((conn = cm_pg_conn(st->pg)) == NULL)
-		return (NULL);
-	for (int attempt = 0; attempt < 2; attempt++) {
-		res = PQexecPrepared(conn, stmts[k].name, stmts[k].nparams,
-		                     params, NULL, NULL, 0);
-		if (res == NULL || PQstatus(conn) != CONNECTION_OK) {
-			PQclear(res);
-			cm_pg_reset(st->pg);
-			return (NULL);
-		}
-		if (attempt > 0 || PQresultStatus(res) != PGRES_FATAL_ERROR ||
-		    strcmp(pg_sqlstate(res), "26000") != 0)
-			return (res);
-		PQclear(res);
-		prep = PQprepare(conn, stmts[k].name, stmts[k].sql,
-		                 stmts[k].nparams, NULL);
-		if (prep == NULL || PQstatus(conn) != CONNECTION_OK) {
-			PQclear(prep);
-			cm_pg_reset(st->pg);
-			return (NULL);
-		}
-		if (PQresultStatus(prep) != PGRES_COMMAND_OK)
-			return (prep); /* a bug in our SQL: report it */
-		PQclear(prep);
-	}
-	return (NULL); /* not reached */
+	return (cm_pg_exec_prepared(st->pg, stmts[k].name, stmts[k].sql,
+	                            stmts[k].nparams, params));
 }
 
-/* Maps a result to a cm_code, logging SQL errors; clears it unless OK. */
+/*
+ * A lock wait that hit lock_timeout (55P03) or a statement cancelled by a
+ * timeout (57014): the server is busy, not at fault.
+ */
+static bool
+pg_busy(const PGresult *res)
+{
+	const char *state = pg_sqlstate(res);
+
+	return (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0);
+}
+
+/*
+ * Maps a result to a cm_code, logging SQL errors; clears it unless OK.
+ * Busy (pg_busy) is CM_UNAVAILABLE, other SQL errors CM_INTERNAL.
+ */
 static int
 pg_check(PGresult *res, ExecStatusType want, const char *what)
 {
+	int rv;
+
 	if (res == NULL)
 		return (CM_UNAVAILABLE);
 	if (PQresultStatus(res) == want)
@@ -219,8 +230,9 @@ pg_check(PGresult *res, ExecStatusType want, const char *what)
 	          pg_sqlstate(res),
 	          (int) strcspn(PQresultErrorMessage(res), "\n\""),
 	          PQresultErrorMessage(res));
+	rv = pg_busy(res) ? CM_UNAVAILABLE : CM_INTERNAL;
 	PQclear(res);
-	return (CM_INTERNAL);
+	return (rv);
 }
 
 static int64_t
@@ -364,7 +376,7 @@ batch_insert(struct shortener_pg_batcher *b, struct pg_waiter **w, size_t n)
 	for (i = 0; i < 6; i++)
 		sb_put(&a[i], "{", 1);
 	for (i = 0; i < n; i++) {
-		const struct shortener_link *l = w[i]->l;
+		const struct shortener_link *l = &w[i]->l;
 
 		sb_elem(&a[0], l->code, i == 0);
 		sb_elem_i64(&a[1], l->id, false, i == 0);
@@ -390,20 +402,27 @@ batch_insert(struct shortener_pg_batcher *b, struct pg_waiter **w, size_t n)
 			w[i]->rv = CM_UNAVAILABLE;
 		return;
 	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && pg_busy(res)) {
+		/* One by one would wait again, for each row. */
+		(void) pg_check(res, PGRES_TUPLES_OK, "insert_batch");
+		for (i = 0; i < n; i++)
+			w[i]->rv = CM_UNAVAILABLE;
+		return;
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		log_warnx("event=pg_batch_failed rows=%zu sqlstate=%s "
 		          "msg=\"retrying one by one\"",
 		          n, pg_sqlstate(res));
 		PQclear(res);
 		for (i = 0; i < n; i++)
-			w[i]->rv = pg_insert_one(&b->st, w[i]->l);
+			w[i]->rv = pg_insert_one(&b->st, &w[i]->l);
 		return;
 	}
 	rows = PQntuples(res);
 	for (i = 0; i < n; i++) {
 		w[i]->rv = CM_ALREADY_EXISTS;
 		for (int r = 0; r < rows; r++)
-			if (col_i64(res, r, 0) == w[i]->l->id) {
+			if (col_i64(res, r, 0) == w[i]->l.id) {
 				w[i]->rv = CM_OK;
 				break;
 			}
@@ -413,11 +432,43 @@ batch_insert(struct shortener_pg_batcher *b, struct pg_waiter **w, size_t n)
 
 static bool pg_ping(void *impl);
 
+/* Drops one reference; the last one frees the waiter. */
+static void
+waiter_unref(struct pg_waiter *w)
+{
+	if (atomic_fetch_sub(&w->refs, 1) == 1) {
+		sem_destroy(&w->done);
+		free(w);
+	}
+}
+
+/* A waiter for l (copied), giving up at until; fatal on OOM. */
+static struct pg_waiter *
+waiter_new(const struct shortener_link *l, int64_t until)
+{
+	size_t nc = strlen(l->code) + 1, nu = strlen(l->long_url) + 1;
+	size_t no = l->owner != NULL ? strlen(l->owner) + 1 : 0;
+	struct pg_waiter *w;
+
+	if ((w = calloc(1, sizeof(*w) + nc + nu + no)) == NULL)
+		fatal("event=batcher_insert");
+	w->l = *l;
+	w->l.code = memcpy(w->buf, l->code, nc);
+	w->l.long_url = memcpy(w->buf + nc, l->long_url, nu);
+	w->l.owner = no > 0 ? memcpy(w->buf + nc + nu, l->owner, no) : NULL;
+	w->until = until;
+	sem_init(&w->done, 0, 0);
+	atomic_init(&w->gone, false);
+	atomic_init(&w->refs, 2);
+	return (w);
+}
+
 static void *
 batcher_main(void *arg)
 {
 	struct shortener_pg_batcher *b = arg;
-	struct pg_waiter **batch;
+	struct pg_waiter **batch, *w;
+	int64_t now, until;
 	size_t n;
 
 	if ((batch = calloc(b->max_batch, sizeof(*batch))) == NULL)
@@ -431,15 +482,33 @@ batcher_main(void *arg)
 			pthread_cond_wait(&b->work, &b->mu);
 		if (b->head == NULL)
 			break; /* stopping, and nothing is left */
-		for (n = 0; n < b->max_batch && b->head != NULL; n++) {
-			batch[n] = b->head;
-			if ((b->head = b->head->next) == NULL)
+		now = cm_mono_ms();
+		until = 0;
+		for (n = 0; n < b->max_batch && b->head != NULL;) {
+			w = b->head;
+			if ((b->head = w->next) == NULL)
 				b->tail = &b->head;
+			/* One past its deadline is timing out by itself. */
+			if (atomic_load(&w->gone) || w->until <= now) {
+				waiter_unref(w);
+				continue;
+			}
+			if (w->until > until)
+				until = w->until;
+			batch[n++] = w;
 		}
 		pthread_mutex_unlock(&b->mu);
-		batch_insert(b, batch, n);
-		for (size_t i = 0; i < n; i++)
-			sem_post(&batch[i]->done);
+		if (n > 0) {
+			/* A little before the last waiter gives up, so that
+			 * the waiters hear the outcome (a timeout has opened
+			 * the breaker by then) rather than time out first. */
+			cm_pg_set_deadline(b->st.pg, until - BATCH_MARGIN_MS);
+			batch_insert(b, batch, n);
+			for (size_t i = 0; i < n; i++) {
+				sem_post(&batch[i]->done);
+				waiter_unref(batch[i]);
+			}
+		}
 		pthread_mutex_lock(&b->mu);
 	}
 	pthread_mutex_unlock(&b->mu);
@@ -447,24 +516,40 @@ batcher_main(void *arg)
 	return (NULL);
 }
 
-/* Queues the insert for the batcher and sleeps until it is written. */
+/*
+ * Queues the insert for the batcher and sleeps until it is written or
+ * until passes (then CM_UNAVAILABLE: whether the row went in is not
+ * known).
+ */
 static int
-batcher_insert(struct shortener_pg_batcher *b, const struct shortener_link *l)
+batcher_insert(struct shortener_pg_batcher *b, const struct shortener_link *l,
+               int64_t until)
 {
-	struct pg_waiter w = {.l = l};
-	int rv;
+	struct pg_waiter *w = waiter_new(l, until);
+	struct timespec ts = {.tv_sec = (time_t) (until / 1000),
+	                      .tv_nsec = (long) (until % 1000) * 1000000L};
+	int rv, e;
 
-	sem_init(&w.done, 0, 0);
 	pthread_mutex_lock(&b->mu);
-	*b->tail = &w;
-	b->tail = &w.next;
-	if (b->head == &w)
+	*b->tail = w;
+	b->tail = &w->next;
+	if (b->head == w)
 		pthread_cond_signal(&b->work); /* it may be asleep */
 	pthread_mutex_unlock(&b->mu);
-	while (sem_wait(&w.done) != 0)
-		; /* EINTR */
-	rv = w.rv;
-	sem_destroy(&w.done);
+	/* cm_mono_ms is CLOCK_MONOTONIC. */
+	while ((e = sem_clockwait(&w->done, CLOCK_MONOTONIC, &ts)) != 0 &&
+	       errno == EINTR)
+		;
+	if (e != 0 && sem_trywait(&w->done) == 0)
+		e = 0; /* done just now */
+	if (e == 0) {
+		rv = w->rv;
+	} else {
+		atomic_store(&w->gone, true);
+		log_warnx("event=insert_timeout code=%s", w->l.code);
+		rv = CM_UNAVAILABLE;
+	}
+	waiter_unref(w);
 	return (rv);
 }
 
@@ -474,7 +559,7 @@ pg_insert(void *impl, const struct shortener_link *l)
 	struct pg_store *st = impl;
 
 	if (st->batcher != NULL)
-		return (batcher_insert(st->batcher, l));
+		return (batcher_insert(st->batcher, l, cm_pg_deadline(st->pg)));
 	return (pg_insert_one(st, l));
 }
 
@@ -630,12 +715,8 @@ static bool
 pg_ping(void *impl)
 {
 	struct pg_store *st = impl;
-	PGresult *res = cm_pg_exec(st->pg, "SELECT 1", 0, NULL);
-	bool up;
 
-	up = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK;
-	PQclear(res);
-	return (up);
+	return (cm_pg_ping(st->pg));
 }
 
 static const struct shortener_store_ops pg_ops = {
@@ -658,7 +739,7 @@ shortener_pg_open(struct shortener_store *out, const char *conninfo,
 
 	if ((st = calloc(1, sizeof(*st))) == NULL)
 		fatal("event=pg_open");
-	st->pg = cm_pg_new(conninfo);
+	st->pg = cm_pg_new(conninfo, APP_NAME);
 	st->batcher = batcher;
 	out->ops = &pg_ops;
 	out->impl = st;
@@ -675,7 +756,7 @@ shortener_pg_batcher_start(const char *conninfo, size_t max_batch)
 	pthread_cond_init(&b->work, NULL);
 	b->tail = &b->head;
 	b->max_batch = max_batch > 0 ? max_batch : BATCH_DEFAULT;
-	b->st.pg = cm_pg_new(conninfo);
+	b->st.pg = cm_pg_new(conninfo, APP_NAME);
 	b->batches = cm_counter_get(
 	    "shortener_insert_batches_total", "",
 	    "Multi-row INSERT statements written by the batcher");
@@ -718,10 +799,30 @@ shortener_pg_close(struct shortener_store *s)
 	s->impl = NULL;
 }
 
+void
+shortener_pg_set_deadline(struct shortener_store *s, int64_t deadline_ms)
+{
+	struct pg_store *st = s->impl;
+
+	cm_pg_set_deadline(st->pg, deadline_ms);
+}
+
+bool
+shortener_pg_health(struct shortener_store *s, bool probe, const char **detail)
+{
+	struct pg_store *st = s->impl;
+	int64_t age;
+
+	if (probe)
+		return (cm_pg_check(st->pg, HEALTH_MAX_AGE_MS,
+		                    HEALTH_TIMEOUT_MS, detail));
+	return (cm_pg_state(st->pg, &age, detail));
+}
+
 int
 shortener_pg_migrate(const char *conninfo)
 {
-	cm_pg *pg = cm_pg_new(conninfo);
+	cm_pg *pg = cm_pg_new(conninfo, APP_NAME);
 	int rv;
 
 	rv = cm_pg_migrate(pg, "shortener", shortener_schema_sql);

@@ -35,6 +35,9 @@
 #include "status.h"
 #include "store.h"
 
+/* Health: what is known is fresh for a second. */
+#define HEALTH_MAX_AGE_MS 1000
+
 struct redis_cache {
 	cm_cache *engine;
 	cm_redis *r;
@@ -163,6 +166,17 @@ shortener_redis_open(struct shortener_cache *out, cm_cache *engine,
 	c->r = cm_redis_new(url, timeout_ms);
 	out->ops = read_through ? &redis_ops : &direct_ops;
 	out->impl = c;
+}
+
+bool
+shortener_redis_health(struct shortener_cache *out, bool probe)
+{
+	struct redis_cache *c = out->impl;
+	int64_t age;
+
+	if (probe)
+		return (cm_redis_check(c->r, HEALTH_MAX_AGE_MS));
+	return (cm_redis_state(c->r, &age));
 }
 
 void
