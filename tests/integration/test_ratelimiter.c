@@ -96,15 +96,17 @@ write_rules(const char *text)
 	fclose(f);
 }
 
+/* A ratelimiter on port (addr is its URL) with the rules file rules. */
 static void
-rl_start(h_proc *p, const char *name, int port, const char *addr)
+rl_spawn(h_proc *p, const char *name, int port, const char *addr,
+         const char *rules)
 {
 	memset(p, 0, sizeof(*p));
 	p->name = name;
 	p->bin = T.rl_bin;
 	h_proc_env(p, "RATELIMITER_LISTEN", "tcp://127.0.0.1:%d", port);
 	h_proc_env(p, "REDIS_URL", "%s", T.redis.url);
-	h_proc_env(p, "RATELIMIT_RULES", "%s", T.rules);
+	h_proc_env(p, "RATELIMIT_RULES", "%s", rules);
 	h_proc_env(p, "RATELIMITER_WORKERS", "8");
 	h_proc_env(p, "RATELIMITER_REDIS_TIMEOUT_MS", "50");
 	h_proc_start(p);
@@ -112,9 +114,24 @@ rl_start(h_proc *p, const char *name, int port, const char *addr)
 }
 
 static void
-gateway_start(h_proc *p, const char *name, int port)
+rl_start(h_proc *p, const char *name, int port, const char *addr)
 {
-	char addr[64];
+	rl_spawn(p, name, port, addr, T.rules);
+}
+
+/*
+ * Starts a gateway on port in front of the ratelimiter(s) at rl_addr,
+ * holding the rules file rules until theirs arrive (RATELIMIT_RULES, as
+ * compose and the local stack set it for every service).  healthy: waits
+ * until it reports every upstream serving; else only until it answers.
+ */
+static void
+gateway_spawn(h_proc *p, const char *name, int port, const char *rl_addr,
+              const char *rules, bool healthy)
+{
+	char addr[64], url[96];
+	h_resp r;
+	int i;
 
 	memset(p, 0, sizeof(*p));
 	p->name = name;
@@ -122,7 +139,8 @@ gateway_start(h_proc *p, const char *name, int port)
 	h_proc_env(p, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
 	h_proc_env(p, "GATEWAY_THREADS", "2");
 	h_proc_env(p, "SHORTENER_ADDR", "%s", T.sh_addr);
-	h_proc_env(p, "RATELIMITER_ADDR", "%s", T.rl_both);
+	h_proc_env(p, "RATELIMITER_ADDR", "%s", rl_addr);
+	h_proc_env(p, "RATELIMIT_RULES", "%s", rules);
 	h_proc_env(p, "GATEWAY_RATELIMIT_TIMEOUT_MS", "200");
 	h_proc_env(p, "REDIS_URL", "%s", T.redis.url);
 	h_proc_env(p, "TRUSTED_PROXIES", "127.0.0.1");
@@ -130,7 +148,29 @@ gateway_start(h_proc *p, const char *name, int port)
 	h_proc_env(p, "GATEWAY_ACCESS_LOG", "0");
 	h_proc_start(p);
 	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
-	assert_true(h_wait_healthy(T.gw_bin, addr, 20000));
+	if (healthy) {
+		assert_true(h_wait_healthy(T.gw_bin, addr, 20000));
+		return;
+	}
+	/* /healthz is never rate limited: it is no request of a rule. */
+	snprintf(url, sizeof(url), "%s/healthz", addr);
+	for (i = 0; i < 400; i++) {
+		long status;
+
+		h_http(&r, "GET", url, NULL, NULL, 0);
+		status = r.status;
+		h_resp_free(&r);
+		if (status != 0)
+			break;
+		h_msleep(25);
+	}
+	assert_true(i < 400);
+}
+
+static void
+gateway_start(h_proc *p, const char *name, int port)
+{
+	gateway_spawn(p, name, port, T.rl_both, T.rules, true);
 }
 
 static void
@@ -1106,19 +1146,18 @@ test_redis_down(void **state)
 
 /*
  * Every ratelimiter stopped: the gateway does not wait for a limiter it is
- * not connected to; a route whose rules fail open keeps serving at once.
+ * not connected to, and the rules it holds decide at once: a request of
+ * fail-open rules is served, one of a fail-closed rule answered 503.
  * Limits apply again when the limiter is back.
  */
 static void
 test_ratelimiter_down(void **state)
 {
+	h_resp r;
 	int64_t t0;
 	int i;
 
 	(void) state;
-	/* The redirect route's last verdict came from a fail-open rule. */
-	assert_int_equal(get(T.a_url, "/fo-down", "10.13.0.1", NULL, NULL),
-	                 404);
 	h_proc_stop(&T.rl_a, 5000);
 	h_proc_stop(&T.rl_b, 5000);
 	h_proc_free(&T.rl_a);
@@ -1131,6 +1170,11 @@ test_ratelimiter_down(void **state)
 		t0 = cm_now_ms();
 		assert_int_equal(get(T.a_url, "/fo-down", ip, NULL, NULL), 404);
 		assert_true(cm_now_ms() - t0 < 100);
+		t0 = cm_now_ms();
+		assert_int_equal(get(T.a_url, "/fc-down", ip, NULL, &r), 503);
+		assert_true(cm_now_ms() - t0 < 100);
+		assert_non_null(strstr(r.body, "rate limiter unavailable"));
+		h_resp_free(&r);
 	}
 	rl_start(&T.rl_a, "ratelimiter-a", T.rla_port, T.rla_addr);
 	rl_start(&T.rl_b, "ratelimiter-b", T.rlb_port, T.rlb_addr);
@@ -1144,6 +1188,85 @@ test_ratelimiter_down(void **state)
 		h_msleep(50);
 	}
 	assert_true(i < 100);
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * A gateway started while its ratelimiter is down (nothing listens where
+ * it dials) knows the rules' failure policies from the rules file before
+ * its first request: the very first request, of a "failure: closed" rule,
+ * is refused with 503; one of a fail-open rule is served.  Once a
+ * ratelimiter comes up, its rules (another file here) replace the file's
+ * through the Rules poll: a rule only the ratelimiter has binds.
+ */
+static void
+test_gateway_starts_without_ratelimiter(void **state)
+{
+	static const char gw_text[] =
+	    "rules:\n"
+	    "  - {name: s-closed, path: /sc-*, limit: 1000, window: 1m,"
+	    " failure: closed}\n"
+	    "  - {name: s-open, path: /so-*, limit: 1000, window: 1m}\n";
+	static const char rl_text[] =
+	    "rules:\n"
+	    "  - {name: s-closed, path: /sc-*, limit: 1000, window: 1m,"
+	    " failure: closed}\n"
+	    "  - {name: s-new, path: /sn-*, limit: 1, window: 1h,"
+	    " algorithm: fixed_window}\n";
+	char gw_rules[256], rl_rules[256], rl_addr[64], base[64], ip[32];
+	int rl_port = h_free_port(), port = h_free_port(), i;
+	h_proc gw, rl;
+	h_resp r;
+	char *code;
+
+	(void) state;
+	snprintf(gw_rules, sizeof(gw_rules), "%s/start-gw.yaml", T.redis.dir);
+	snprintf(rl_rules, sizeof(rl_rules), "%s/start-rl.yaml", T.redis.dir);
+	write_file(gw_rules, gw_text);
+	write_file(rl_rules, rl_text);
+	snprintf(rl_addr, sizeof(rl_addr), "tcp://127.0.0.1:%d", rl_port);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	gateway_spawn(&gw, "gateway-alone", port, rl_addr, gw_rules, false);
+
+	/* Its first request: a fail-closed rule, no ratelimiter. */
+	assert_int_equal(get(base, "/sc-1", "10.14.0.1", NULL, &r), 503);
+	code = h_json_str(&r, "error.code");
+	assert_string_equal(code, "UNAVAILABLE");
+	free(code);
+	assert_non_null(strstr(r.body, "rate limiter unavailable"));
+	h_resp_free(&r);
+	/* A fail-open rule: served (the redirect handler: no such code). */
+	assert_int_equal(get(base, "/so-1", "10.14.0.1", NULL, NULL), 404);
+	assert_int_equal(get(base, "/sc-2", "10.14.0.2", NULL, NULL), 503);
+	assert_int_equal(get(base, "/so-2", "10.14.0.2", NULL, NULL), 404);
+	/* A request no rule matches never needed the ratelimiter. */
+	assert_int_equal(get(base, "/none-1", "10.14.0.2", NULL, NULL), 404);
+
+	/* The ratelimiter comes up with rules of its own. */
+	rl_spawn(&rl, "ratelimiter-late", rl_port, rl_addr, rl_rules);
+	for (i = 0; i < 200; i++) {
+		snprintf(ip, sizeof(ip), "10.14.1.%d", i % 250 + 1);
+		if (get(base, "/sn-a", ip, NULL, NULL) == 404 &&
+		    get(base, "/sn-b", ip, NULL, NULL) == 429)
+			break;
+		h_msleep(50);
+	}
+	assert_true(i < 200);
+	/* And it decides the fail-closed rule now. */
+	assert_int_equal(get(base, "/sc-3", "10.14.2.1", NULL, NULL), 404);
+	h_proc_stop(&gw, 5000);
+	h_proc_stop(&rl, 5000);
+	h_proc_free(&gw);
+	h_proc_free(&rl);
 }
 
 int
@@ -1173,6 +1296,7 @@ main(void)
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_redis_down),
 	    cmocka_unit_test(test_ratelimiter_down),
+	    cmocka_unit_test(test_gateway_starts_without_ratelimiter),
 	};
 
 	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));
