@@ -1379,6 +1379,10 @@ form_rule(const struct cm_rl_rule *rule, size_t ri)
 		/* A token holder is no anonymous caller: 401 comes first. */
 		if (rule->key == CM_RL_KEY_ANON_IP && token_needed)
 			continue;
+		/* key: global is one counter for everybody: one route
+		 * spends it, so one route is what can be checked. */
+		if (rule->key == CM_RL_KEY_GLOBAL && routes > 0)
+			break;
 		form_caller_init(&c, rule, ri, k, token_needed);
 		snprintf(slash, sizeof(slash), "%s/", path);
 		for (int i = 0; i < FORM_LIMIT; i++)
