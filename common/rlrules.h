@@ -4,11 +4,14 @@
  *
  * The rate limiter decides requests against these rules; the gateway
  * matches them locally to skip the round trip for requests no rule
- * matches.  Both must agree exactly on "which rules, which key", so the
- * matcher lives here, once, and the gateway rebuilds the limiter's rule set
- * from its Rules RPC reply (cm_rl_rules_from_pb) instead of parsing the
- * rules file itself.  Reading the YAML file, the counters and the fallback
- * limiter stay in services/ratelimiter.  Pure code: no socket, no store.
+ * matches, and applies their failure policies when the rate limiter cannot
+ * be asked.  Both must agree exactly on "which rules, which key", so the
+ * matcher lives here, once, and so does the reader of the rules file
+ * (rlrules_file.c): the gateway starts with the file's rules, so that it
+ * knows every rule's failure policy before its first request, and then
+ * holds the rate limiter's, rebuilt from its Rules RPC reply
+ * (cm_rl_rules_from_pb).  The counters and the fallback limiter stay in
+ * services/ratelimiter.  Pure code: no socket, no store.
  */
 #ifndef CM_RLRULES_H
 #define CM_RLRULES_H
@@ -108,6 +111,36 @@ void cm_rl_rules_free(struct cm_rl_rules *rs);
  */
 int cm_rl_rules_from_pb(const Ratelimiter__RulesResponse *resp,
                         struct cm_rl_rules **out, char *err, size_t errlen);
+
+/*
+ * Parses a rules document (YAML or JSON; JSON is YAML; the format is
+ * documented in deploy/ratelimit-rules.yaml).  An empty document means no
+ * rules.  source names the document in errors and in the set.  The
+ * version is a hash of the text, so every process that reads the same
+ * file gets the same version.  On success returns 0 and *out is a new set
+ * with one reference, owned by the caller (cm_rl_rules_free); on error
+ * returns CM_INVALID_ARGUMENT with the reason (line numbers where the
+ * parser has them) in err and leaves *out untouched.
+ */
+int cm_rl_rules_parse(const char *text, size_t len, const char *source,
+                      struct cm_rl_rules **out, char *err, size_t errlen);
+/* As cm_rl_rules_parse, reading the file at path (at most 16 MiB). */
+int cm_rl_rules_load(const char *path, struct cm_rl_rules **out, char *err,
+                     size_t errlen);
+
+/* Where the container image installs the shipped rules. */
+#define CM_RL_RULES_INSTALLED "/etc/backends/ratelimit-rules.yaml"
+/* The shipped rules in the source tree (the build sets the full path). */
+#ifndef CM_RL_RULES_SOURCE
+#define CM_RL_RULES_SOURCE "deploy/ratelimit-rules.yaml"
+#endif
+
+/*
+ * The rules file every process of the stack reads: RATELIMIT_RULES if
+ * set, else CM_RL_RULES_INSTALLED if it is readable, else
+ * CM_RL_RULES_SOURCE.  The string is not to be freed.
+ */
+const char *cm_rl_rules_path(void);
 
 /* Glob match: '*' matches within a path segment, '**' anything. */
 bool cm_rl_glob(const char *pat, const char *s);

@@ -13,7 +13,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <nng/nng.h>
 
@@ -23,11 +22,6 @@
 #include "log.h"
 #include "rpc/rpc.h"
 #include "store.h"
-
-#ifndef RL_SOURCE_RULES
-#define RL_SOURCE_RULES "deploy/ratelimit-rules.yaml"
-#endif
-#define RL_INSTALLED_RULES "/etc/backends/ratelimit-rules.yaml"
 
 static const char env_help[] =
     "  RATELIMITER_LISTEN           address to serve (tcp://127.0.0.1:7002)\n"
@@ -40,8 +34,8 @@ static const char env_help[] =
     "it the\n"
     "                               rules' failure policies apply\n"
     "  RATELIMIT_RULES              rules file, YAML or JSON "
-    "(" RL_INSTALLED_RULES "\n"
-    "                               if present, else " RL_SOURCE_RULES ");\n"
+    "(" CM_RL_RULES_INSTALLED "\n"
+    "                               if present, else " CM_RL_RULES_SOURCE ");\n"
     "                               SIGHUP reloads it\n"
     "  REDIS_URL                    counters (redis://127.0.0.1:6379)\n"
     "  LOG_LEVEL                    debug | info | warn | error (info)\n";
@@ -107,25 +101,13 @@ health(void *arg, cm_health_dep *deps, size_t max, bool *serving)
 	return (1);
 }
 
-static const char *
-rules_path(void)
-{
-	const char *p = cm_env_str("RATELIMIT_RULES", NULL);
-
-	if (p != NULL)
-		return (p);
-	if (access(RL_INSTALLED_RULES, R_OK) == 0)
-		return (RL_INSTALLED_RULES);
-	return (RL_SOURCE_RULES);
-}
-
 static void
 reload(void)
 {
 	struct cm_rl_rules *rs;
 	char err[512];
 
-	if (rl_rules_load(app.rules_path, &rs, err, sizeof(err)) != 0) {
+	if (cm_rl_rules_load(app.rules_path, &rs, err, sizeof(err)) != 0) {
 		log_warnx("event=reload_failed msg=\"%s\" keeping=old_rules",
 		          err);
 		return;
@@ -151,8 +133,8 @@ serve(void)
 	app.redis_timeout_ms =
 	    (int) cm_env_int("RATELIMITER_REDIS_TIMEOUT_MS", 10, 1, 10000);
 	app.redis_url = cm_env_str("REDIS_URL", "redis://127.0.0.1:6379");
-	app.rules_path = rules_path();
-	if (rl_rules_load(app.rules_path, &rs, err, sizeof(err)) != 0)
+	app.rules_path = cm_rl_rules_path();
+	if (cm_rl_rules_load(app.rules_path, &rs, err, sizeof(err)) != 0)
 		fatalx("event=rules msg=\"%s\"", err);
 	rl_service_init(&app.svc, rs);
 	log_info("event=rules_loaded path=%s rules=%zu", app.rules_path, rs->n);

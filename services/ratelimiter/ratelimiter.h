@@ -1,6 +1,6 @@
 /*
- * The rate limiter's domain: rules (parsed from YAML or JSON, rendered for
- * the Rules RPC; matching them is common/rlrules.h, shared with the
+ * The rate limiter's domain: rules rendered for the Rules RPC (reading
+ * the rules file and matching them are common/rlrules.h, shared with the
  * gateway), and the in-process pieces that work without Redis (the
  * fallback limiter and the cache of keys known to be over limit).
  * No socket, Redis or NNG header is included here: main.c and
@@ -18,18 +18,6 @@
 #include "arena.h"
 #include "ratelimiter.pb-c.h"
 #include "rlrules.h"
-
-/*
- * Parses a rules document (YAML or JSON; JSON is YAML).  An empty
- * document means no rules.  On success *out is a new set with one
- * reference (cm_rl_rules_free drops the set); on error returns -1 with the
- * reason (line numbers where the parser has them) in err.
- */
-int rl_rules_parse(const char *text, size_t len, const char *source,
-                   struct cm_rl_rules **out, char *err, size_t errlen);
-/* As rl_rules_parse, reading the file at path. */
-int rl_rules_load(const char *path, struct cm_rl_rules **out, char *err,
-                  size_t errlen);
 
 /*
  * The Rules RPC reply for a rule set: every field cm_rl_rules_from_pb

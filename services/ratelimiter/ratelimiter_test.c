@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "ratelimiter.h"
+#include "status.h"
 #include "util.h"
 
 static struct cm_rl_rules *
@@ -23,8 +24,8 @@ parse_ok(const char *text)
 	struct cm_rl_rules *rs = NULL;
 	char err[256] = "";
 
-	if (rl_rules_parse(text, strlen(text), "test", &rs, err, sizeof(err)) !=
-	    0)
+	if (cm_rl_rules_parse(text, strlen(text), "test", &rs, err,
+	                      sizeof(err)) != 0)
 		fail_msg("parse: %s", err);
 	return (rs);
 }
@@ -36,7 +37,8 @@ parse_bad(const char *text, const char *want)
 	char err[256] = "";
 
 	assert_int_equal(
-	    rl_rules_parse(text, strlen(text), "t", &rs, err, sizeof(err)), -1);
+	    cm_rl_rules_parse(text, strlen(text), "t", &rs, err, sizeof(err)),
+	    CM_INVALID_ARGUMENT);
 	assert_null(rs);
 	if (strstr(err, want) == NULL)
 		fail_msg("error \"%s\" lacks \"%s\"", err, want);
@@ -112,7 +114,8 @@ test_default_file(void **state)
 	char err[256];
 
 	(void) state;
-	assert_int_equal(rl_rules_load(RULES_FILE, &rs, err, sizeof(err)), 0);
+	assert_int_equal(cm_rl_rules_load(RULES_FILE, &rs, err, sizeof(err)),
+	                 0);
 	assert_true(rs->n >= 5);
 	cm_rl_rules_free(rs);
 }
@@ -406,7 +409,8 @@ test_rules_round_trip(void **state)
 	cm_rl_rules_free(rs);
 
 	/* The shipped default rules. */
-	assert_int_equal(rl_rules_load(RULES_FILE, &rs, err, sizeof(err)), 0);
+	assert_int_equal(cm_rl_rules_load(RULES_FILE, &rs, err, sizeof(err)),
+	                 0);
 	back = through_rpc(rs);
 	same_rules(rs, back);
 	assert_true(same_matches(rs, back) > 1000);

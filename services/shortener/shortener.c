@@ -21,8 +21,11 @@
  * CM_ALREADY_EXISTS when the code is taken (a PRIMARY KEY and ON CONFLICT
  * DO NOTHING in PostgreSQL), so of two concurrent creates of one alias
  * exactly one wins, and a generated code that happens to equal an older
- * custom alias is simply skipped.  Every row gets a leased id, whatever the
- * mode: it breaks ties when listing a user's links.
+ * custom alias is simply skipped, as is one equal to an older link's code
+ * generated under another key (SHORTENER_ID_KEY changed: the permutation
+ * is a bijection for one key only; codes are stored, so old links keep
+ * theirs).  Every row gets a leased id, whatever the mode: it breaks ties
+ * when listing a user's links.
  *
  * Redirects (Resolve) read through the cache, which does every level
  * itself: production's is the multi-level engine of common/cache.h (L1 in

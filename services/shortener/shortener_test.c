@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base62.h"
+#include "idperm.h"
 #include "shortener.h"
 #include "status.h"
 #include "store.h"
@@ -458,6 +460,62 @@ test_sequential_collision(void **state)
 	assert_int_equal(create(f, "", "http://e.com/y", NULL, 0, &u), CM_OK);
 	assert_string_equal(u->code, c3);
 	assert_string_equal(u->long_url, "http://e.com/y");
+}
+
+/*
+ * SHORTENER_ID_KEY changed: a process with another key (another
+ * permutation) over the same store still finds every stored code, and a
+ * new id whose code under the new key is an old link's code (generated
+ * under the old key) is skipped for the next id; the old link stays as it
+ * was.  The keys are fixed, so the colliding id is too: the old process
+ * is made to lease up to it, so that the new one's first id is it.
+ */
+static void
+test_key_change(void **state)
+{
+	struct fx *f = *state;
+	struct shortener_config c = {
+	    .mode = SHORTENER_CODE_SEQUENTIAL,
+	    .id_key = "another-key",
+	    .public_base_url = BASE,
+	    .now = fake_clock,
+	};
+	struct shortener *old_svc = f->svc, *new_svc;
+	Shortener__ResolveResponse *r;
+	Shortener__Url *u;
+	char old[SHORTENER_CODE_LEN + 1], want[SHORTENER_CODE_LEN + 1];
+	cm_idperm perm;
+	uint64_t v, j;
+
+	shortener_mem_set_lease(f->mem, 1);
+	assert_int_equal(create(f, "", "http://e.com/old", NULL, 0, &u), CM_OK);
+	assert_int_equal(strlen(u->code), SHORTENER_CODE_LEN);
+	memcpy(old, u->code, sizeof(old));
+	/* The id that gets the old code under the new key. */
+	assert_int_equal(cm_base62_decode(old, strlen(old), &v), 0);
+	assert_int_equal(cm_idperm_init(&perm, c.id_key, SHORTENER_ID_BITS), 0);
+	j = cm_idperm_decrypt(&perm, v);
+	assert_true(j > 2);
+	/* The old process's next block is [2, j). */
+	shortener_mem_set_lease(f->mem, j - 2);
+	assert_int_equal(create(f, "", "http://e.com/old2", NULL, 0, NULL),
+	                 CM_OK);
+	shortener_mem_set_lease(f->mem, 1000);
+
+	assert_int_equal(shortener_new(&new_svc, &c, f->err, sizeof(f->err)),
+	                 CM_OK);
+	f->svc = new_svc;
+	shortener_seq_code(new_svc, j, want);
+	assert_string_equal(want, old); /* the collision is real */
+	assert_int_equal(create(f, "", "http://e.com/new", NULL, 0, &u), CM_OK);
+	shortener_seq_code(new_svc, j + 1, want);
+	assert_string_equal(u->code, want);
+	assert_int_equal(resolve(f, old, &r), CM_OK);
+	assert_string_equal(r->long_url, "http://e.com/old");
+	assert_int_equal(resolve(f, u->code, &r), CM_OK);
+	assert_string_equal(r->long_url, "http://e.com/new");
+	f->svc = old_svc;
+	shortener_free(new_svc);
 }
 
 static void
@@ -959,6 +1017,8 @@ main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_sequential_collision,
 	                                    setup_seq, teardown),
+	    cmocka_unit_test_setup_teardown(test_key_change, setup_seq,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_hash, setup_hash, teardown),
 	    cmocka_unit_test_setup_teardown(test_hash_collision, setup_hash,
 	                                    teardown),

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "gwlib.h"
 #include "harness.h"
 #include "ratelimiter.pb-c.h"
 #include "rlrules.h"
@@ -87,6 +88,16 @@ static struct {
 } T;
 
 static void
+write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void
 write_rules(const char *text)
 {
 	FILE *f = fopen(T.rules, "w");
@@ -96,15 +107,17 @@ write_rules(const char *text)
 	fclose(f);
 }
 
+/* A ratelimiter on port (addr is its URL) with the rules file rules. */
 static void
-rl_start(h_proc *p, const char *name, int port, const char *addr)
+rl_spawn(h_proc *p, const char *name, int port, const char *addr,
+         const char *rules)
 {
 	memset(p, 0, sizeof(*p));
 	p->name = name;
 	p->bin = T.rl_bin;
 	h_proc_env(p, "RATELIMITER_LISTEN", "tcp://127.0.0.1:%d", port);
 	h_proc_env(p, "REDIS_URL", "%s", T.redis.url);
-	h_proc_env(p, "RATELIMIT_RULES", "%s", T.rules);
+	h_proc_env(p, "RATELIMIT_RULES", "%s", rules);
 	h_proc_env(p, "RATELIMITER_WORKERS", "8");
 	h_proc_env(p, "RATELIMITER_REDIS_TIMEOUT_MS", "50");
 	h_proc_start(p);
@@ -112,9 +125,24 @@ rl_start(h_proc *p, const char *name, int port, const char *addr)
 }
 
 static void
-gateway_start(h_proc *p, const char *name, int port)
+rl_start(h_proc *p, const char *name, int port, const char *addr)
 {
-	char addr[64];
+	rl_spawn(p, name, port, addr, T.rules);
+}
+
+/*
+ * Starts a gateway on port in front of the ratelimiter(s) at rl_addr,
+ * holding the rules file rules until theirs arrive (RATELIMIT_RULES, as
+ * compose and the local stack set it for every service).  healthy: waits
+ * until it reports every upstream serving; else only until it answers.
+ */
+static void
+gateway_spawn(h_proc *p, const char *name, int port, const char *rl_addr,
+              const char *rules, bool healthy)
+{
+	char addr[64], url[96];
+	h_resp r;
+	int i;
 
 	memset(p, 0, sizeof(*p));
 	p->name = name;
@@ -122,7 +150,8 @@ gateway_start(h_proc *p, const char *name, int port)
 	h_proc_env(p, "GATEWAY_LISTEN", "127.0.0.1:%d", port);
 	h_proc_env(p, "GATEWAY_THREADS", "2");
 	h_proc_env(p, "SHORTENER_ADDR", "%s", T.sh_addr);
-	h_proc_env(p, "RATELIMITER_ADDR", "%s", T.rl_both);
+	h_proc_env(p, "RATELIMITER_ADDR", "%s", rl_addr);
+	h_proc_env(p, "RATELIMIT_RULES", "%s", rules);
 	h_proc_env(p, "GATEWAY_RATELIMIT_TIMEOUT_MS", "200");
 	h_proc_env(p, "REDIS_URL", "%s", T.redis.url);
 	h_proc_env(p, "TRUSTED_PROXIES", "127.0.0.1");
@@ -130,7 +159,29 @@ gateway_start(h_proc *p, const char *name, int port)
 	h_proc_env(p, "GATEWAY_ACCESS_LOG", "0");
 	h_proc_start(p);
 	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
-	assert_true(h_wait_healthy(T.gw_bin, addr, 20000));
+	if (healthy) {
+		assert_true(h_wait_healthy(T.gw_bin, addr, 20000));
+		return;
+	}
+	/* /healthz is never rate limited: it is no request of a rule. */
+	snprintf(url, sizeof(url), "%s/healthz", addr);
+	for (i = 0; i < 400; i++) {
+		long status;
+
+		h_http(&r, "GET", url, NULL, NULL, 0);
+		status = r.status;
+		h_resp_free(&r);
+		if (status != 0)
+			break;
+		h_msleep(25);
+	}
+	assert_true(i < 400);
+}
+
+static void
+gateway_start(h_proc *p, const char *name, int port)
+{
+	gateway_spawn(p, name, port, T.rl_both, T.rules, true);
 }
 
 static void
@@ -1001,6 +1052,414 @@ test_shipped_rules_path_forms(void **state)
 	free(text);
 }
 
+/* ---- every shipped rule against the forms of its path ---- */
+
+#define FORM_LIMIT 3
+
+/* s as a YAML double-quoted scalar into out. */
+static void
+yaml_quote(char *out, size_t n, const char *s)
+{
+	size_t o = 0;
+
+	if (n < 3)
+		fail_msg("yaml_quote: no room");
+	out[o++] = '"';
+	for (; *s != '\0' && o + 3 < n; s++) {
+		if (*s == '"' || *s == '\\')
+			out[o++] = '\\';
+		out[o++] = *s;
+	}
+	if (*s != '\0')
+		fail_msg("yaml_quote: too long");
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
+/*
+ * The shipped rule r alone, as the test runs it: its name, method, path
+ * glob, key, algorithm and failure policy as shipped; FORM_LIMIT requests
+ * a day at once (the shipped limits, up to 6000 a minute, are too many to
+ * reach one by one), no tiers (the test's callers have none) and never in
+ * shadow (a limit that binds is the point).
+ */
+static void
+form_rules_text(const struct cm_rl_rule *r, char *out, size_t n)
+{
+	char name[160], method[40], path[400];
+	int w;
+
+	yaml_quote(name, sizeof(name), r->name);
+	yaml_quote(method, sizeof(method), r->method ? r->method : "*");
+	yaml_quote(path, sizeof(path), r->path);
+	w = snprintf(out, n,
+	             "rules:\n"
+	             "  - name: %s\n"
+	             "    method: %s\n"
+	             "    path: %s\n"
+	             "    key: %s\n"
+	             "    algorithm: %s\n"
+	             "    limit: %d\n"
+	             "    burst: %d\n"
+	             "    window: 1d\n"
+	             "    failure: %s\n",
+	             name, method, path, cm_rl_keyby_name(r->key),
+	             cm_rl_algo_name(r->algo), FORM_LIMIT, FORM_LIMIT,
+	             r->fail_closed ? "closed" : "open");
+	assert_true(w > 0 && (size_t) w < n);
+}
+
+/*
+ * A concrete path the glob matches: each "*" and each "**" that starts a
+ * segment become one segment ("rl0seg"); a "**" inside a segment
+ * ("/api/v1/search**") matches the empty string.
+ */
+static void
+glob_example(const char *glob, char *out, size_t n)
+{
+	size_t o = 0;
+
+	for (const char *g = glob; *g != '\0';) {
+		const char *put = NULL;
+		char one[2] = {*g, '\0'};
+
+		if (g[0] == '*' && g[1] == '*') {
+			put = o > 0 && out[o - 1] == '/' ? "rl0seg" : "";
+			g += 2;
+		} else if (*g == '*') {
+			put = "rl0seg";
+			g++;
+		} else {
+			put = one;
+			g++;
+		}
+		assert_true(o + strlen(put) < n);
+		memcpy(out + o, put, strlen(put));
+		o += strlen(put);
+	}
+	out[o] = '\0';
+}
+
+/* A route's path with each "{param}" as one segment ("rl0seg"). */
+static void
+route_example(const char *tmpl, char *out, size_t n)
+{
+	size_t o = 0;
+
+	for (const char *t = tmpl; *t != '\0';) {
+		const char *put, *close;
+		char one[2] = {*t, '\0'};
+
+		if (*t == '{' && (close = strchr(t, '}')) != NULL) {
+			put = "rl0seg";
+			t = close + 1;
+		} else {
+			put = one;
+			t++;
+		}
+		assert_true(o + strlen(put) < n);
+		memcpy(out + o, put, strlen(put));
+		o += strlen(put);
+	}
+	out[o] = '\0';
+}
+
+/* What a request of the test carries for a rule's key. */
+struct form_caller {
+	char ip[32];
+	char auth[1024];  /* "" or "Authorization: ..." */
+	char apikey[128]; /* "" or "X-API-Key: ..." */
+};
+
+/*
+ * A caller of its own for rule ri on its k-th route (no counter shared
+ * with any other check): an address, a token when the rule counts users
+ * or the route wants one, an API key when the rule counts those.
+ */
+static void
+form_caller_init(struct form_caller *c, const struct cm_rl_rule *rule,
+                 size_t ri, size_t k, bool token_needed)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->ip, sizeof(c->ip), "10.30.%zu.%zu", ri % 250, k % 250 + 1);
+	if (rule->key == CM_RL_KEY_USER || token_needed) {
+		char sub[64];
+
+		snprintf(sub, sizeof(sub), "forms%zux%zu", ri, k);
+		token(c->auth, sizeof(c->auth), sub, "");
+	}
+	if (rule->key == CM_RL_KEY_API_KEY)
+		snprintf(c->apikey, sizeof(c->apikey),
+		         "X-API-Key: forms-%zu-%zu-%d", ri, k, (int) getpid());
+}
+
+/* One request of method to base+path from c; its response in *out. */
+static long
+form_request(const char *base, const char *method, const char *path,
+             const struct form_caller *c, h_resp *out)
+{
+	static const char body[] = "{\"long_url\":\"https://e.com/forms\"}";
+	const char *hdrs[6] = {NULL};
+	char url[512], xff[64];
+	bool with_body = strcmp(method, "POST") == 0 ||
+	                 strcmp(method, "PUT") == 0 ||
+	                 strcmp(method, "PATCH") == 0;
+	size_t n = 0;
+
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", c->ip);
+	hdrs[n++] = xff;
+	if (c->auth[0] != '\0')
+		hdrs[n++] = c->auth;
+	if (c->apikey[0] != '\0')
+		hdrs[n++] = c->apikey;
+	if (with_body)
+		hdrs[n++] = "Content-Type: application/json";
+	h_http(out, method, url, hdrs, with_body ? body : NULL,
+	       with_body ? strlen(body) : 0);
+	return (out->status);
+}
+
+/*
+ * The router's own refusal: no route for the path (404), or none for the
+ * method on it (405); the limiter never ran, no handler either.
+ */
+static bool
+no_route(const h_resp *r)
+{
+	char *msg = h_json_str(r, "error.message");
+	bool yes =
+	    msg != NULL &&
+	    ((r->status == 404 && strcmp(msg, "not found") == 0) ||
+	     (r->status == 405 && strcmp(msg, "method not allowed") == 0));
+
+	free(msg);
+	return (yes);
+}
+
+/*
+ * A request counted by the rule: not refused, and its RateLimit-Policy
+ * names the rule with the test's limit (whatever the route then answers).
+ */
+static void
+form_counted(const char *base, const struct cm_rl_rule *rule,
+             const char *method, const char *path, const struct form_caller *c)
+{
+	char want[200], *policy;
+	h_resp r;
+	long st = form_request(base, method, path, c, &r);
+
+	snprintf(want, sizeof(want), "\"%s\";q=%d;", rule->name, FORM_LIMIT);
+	policy = h_resp_header(&r, "RateLimit-Policy");
+	if (st == 0 || st == 429 || policy == NULL ||
+	    strncmp(policy, want, strlen(want)) != 0)
+		fail_msg("rule %s: %s %s: %ld, RateLimit-Policy %s (want %s...)"
+		         ": %s",
+		         rule->name, method, path, st, policy ? policy : "none",
+		         want, r.body);
+	free(policy);
+	h_resp_free(&r);
+}
+
+/* A request the rule refuses, its limit spent. */
+static void
+form_refused(const char *base, const struct cm_rl_rule *rule,
+             const char *method, const char *path, const struct form_caller *c)
+{
+	h_resp r;
+	long st = form_request(base, method, path, c, &r);
+
+	if (st != 429 || strstr(r.body, rule->name) == NULL)
+		fail_msg("rule %s: %s %s past the limit: %ld %s (want 429)",
+		         rule->name, method, path, st, r.body);
+	h_resp_free(&r);
+}
+
+/*
+ * A form of the path that is not the route's path to the router: refused
+ * by the rule (when its glob matches the form too) or refused by the router;
+ * never served past the limit.  With refusable false (a rule no route
+ * serves yet) the router must refuse it.
+ */
+static void
+form_not_served(const char *base, const struct cm_rl_rule *rule,
+                const char *method, const char *path,
+                const struct form_caller *c, bool refusable)
+{
+	h_resp r;
+
+	form_request(base, method, path, c, &r);
+	if (!no_route(&r) &&
+	    !(refusable && r.status == 429 && strstr(r.body, rule->name)))
+		fail_msg("rule %s: %s %s: %ld %s (want %sno route: 404/405)",
+		         rule->name, method, path, r.status, r.body,
+		         refusable ? "429 or " : "");
+	h_resp_free(&r);
+}
+
+/*
+ * The other forms of path: every slash doubled, a second one at the end,
+ * every slash but the first encoded as %2F and as %2f, and %2F at the
+ * end.  Returns how many.
+ */
+static size_t
+form_variants(const char *base, const struct cm_rl_rule *rule,
+              const char *method, const char *path, const struct form_caller *c,
+              bool refusable)
+{
+	size_t len = strlen(path), n = 0;
+	char form[600];
+
+	for (size_t i = 0; i < len; i++) {
+		if (path[i] != '/')
+			continue;
+		snprintf(form, sizeof(form), "%.*s/%s", (int) (i + 1), path,
+		         path + i);
+		form_not_served(base, rule, method, form, c, refusable);
+		n++;
+	}
+	snprintf(form, sizeof(form), "%s//", path);
+	form_not_served(base, rule, method, form, c, refusable);
+	for (size_t i = 1; i < len; i++) {
+		if (path[i] != '/')
+			continue;
+		snprintf(form, sizeof(form), "%.*s%%2F%s", (int) i, path,
+		         path + i + 1);
+		form_not_served(base, rule, method, form, c, refusable);
+		snprintf(form, sizeof(form), "%.*s%%2f%s", (int) i, path,
+		         path + i + 1);
+		form_not_served(base, rule, method, form, c, refusable);
+		n += 2;
+	}
+	snprintf(form, sizeof(form), "%s%%2F", path);
+	form_not_served(base, rule, method, form, c, refusable);
+	return (n + 2);
+}
+
+/*
+ * Drives one rule through a ratelimiter and a gateway of its own, both
+ * reading a file that holds only that rule, so that a refusal can only be
+ * the rule's.  On every route of the gateway's table the rule covers
+ * (method and path glob; /healthz and /metrics are never limited), with a
+ * caller of its own: the limit is spent by the plain path and the path
+ * with a trailing slash in turn (one counter: it binds after FORM_LIMIT
+ * of them together), then both forms are refused, and no other form
+ * (form_variants) is served.  A rule no route serves yet (the services to
+ * come) is checked on an example of its glob: no form of it is routed.
+ */
+static size_t
+form_rule(const struct cm_rl_rule *rule, size_t ri)
+{
+	char file[256], text[2048], path[300], slash[310], base[64], addr[64];
+	int rl_port = h_free_port(), gw_port = h_free_port();
+	struct form_caller c;
+	size_t k, routes = 0, forms = 0;
+	h_proc rl, gw;
+
+	snprintf(file, sizeof(file), "%s/forms-%zu.yaml", T.redis.dir, ri);
+	form_rules_text(rule, text, sizeof(text));
+	write_file(file, text);
+	snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d", rl_port);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", gw_port);
+	rl_spawn(&rl, "ratelimiter-forms", rl_port, addr, file);
+	gateway_spawn(&gw, "gateway-forms", gw_port, addr, file, true);
+
+	for (k = 0; k < gw_nroutes; k++) {
+		const struct gw_route *rt = &gw_routes[k];
+		bool token_needed = rt->auth == GW_AUTH_REQUIRED;
+
+		if (strcmp(rt->path, "/healthz") == 0 ||
+		    strcmp(rt->path, "/metrics") == 0 ||
+		    (rule->method != NULL &&
+		     strcmp(rule->method, rt->method) != 0))
+			continue;
+		route_example(rt->path, path, sizeof(path));
+		if (!cm_rl_glob(rule->path, path))
+			continue;
+		/* A token holder is no anonymous caller: 401 comes first. */
+		if (rule->key == CM_RL_KEY_ANON_IP && token_needed)
+			continue;
+		/* key: global is one counter for everybody: one route
+		 * spends it, so one route is what can be checked. */
+		if (rule->key == CM_RL_KEY_GLOBAL && routes > 0)
+			break;
+		form_caller_init(&c, rule, ri, k, token_needed);
+		snprintf(slash, sizeof(slash), "%s/", path);
+		for (int i = 0; i < FORM_LIMIT; i++)
+			form_counted(base, rule, rt->method,
+			             i % 2 ? slash : path, &c);
+		form_refused(base, rule, rt->method, path, &c);
+		form_refused(base, rule, rt->method, slash, &c);
+		forms += form_variants(base, rule, rt->method, path, &c, true);
+		fprintf(stderr,
+		        "rule %s: %s %s (%s): limit reached with %s "
+		        "and %s\n",
+		        rule->name, rt->method, path, rt->path, path, slash);
+		routes++;
+	}
+	if (routes == 0) {
+		const char *method = rule->method ? rule->method : "GET";
+		h_resp r;
+
+		glob_example(rule->path, path, sizeof(path));
+		if (!cm_rl_glob(rule->path, path))
+			fail_msg("rule %s: example %s does not match %s",
+			         rule->name, path, rule->path);
+		form_caller_init(&c, rule, ri, 0, true);
+		snprintf(slash, sizeof(slash), "%s/", path);
+		for (int i = 0; i < 2; i++) {
+			form_request(base, method, i ? slash : path, &c, &r);
+			if (!no_route(&r))
+				fail_msg("rule %s: %s %s: %ld %s: a route the "
+				         "gateway's table does not list",
+				         rule->name, method, i ? slash : path,
+				         r.status, r.body);
+			h_resp_free(&r);
+		}
+		forms += form_variants(base, rule, method, path, &c, false);
+		fprintf(stderr, "rule %s: %s %s: no route serves it yet\n",
+		        rule->name, method, path);
+	}
+	fprintf(stderr,
+	        "rule %s: %zu routes, %zu other forms refused or not "
+	        "routed\n",
+	        rule->name, routes, forms);
+	h_proc_stop(&gw, 5000);
+	h_proc_stop(&rl, 5000);
+	h_proc_free(&gw);
+	h_proc_free(&rl);
+	return (routes);
+}
+
+/*
+ * Every rule of the shipped deploy/ratelimit-rules.yaml, read with the
+ * reader the services use, on every route of the gateway's table it
+ * covers (so a rule or a route added later is covered here), with the
+ * path as the router matches it (one trailing slash removed, never
+ * decoded): "/api/v1/urls/" is counted with "/api/v1/urls", and
+ * "/api/v1//urls" or "/api/v1/urls%2Fx" never reach a route past the
+ * limit.  Some rule must cover some route (were the routes not found,
+ * every rule would be checked as one no route serves yet).
+ */
+static void
+test_every_shipped_rule_path_forms(void **state)
+{
+	const char *file = getenv("SHIPPED_RULES");
+	struct cm_rl_rules *rs = NULL;
+	char err[512] = "";
+	size_t routes = 0;
+
+	(void) state;
+	assert_non_null(file);
+	if (cm_rl_rules_load(file, &rs, err, sizeof(err)) != 0)
+		fail_msg("%s: %s", file, err);
+	assert_true(rs->n > 0);
+	for (size_t i = 0; i < rs->n; i++)
+		routes += form_rule(&rs->v[i], i);
+	cm_rl_rules_free(rs);
+	assert_true(routes > 0);
+}
+
 /* A rule added by a reload binds in the gateway within 2 s. */
 static void
 test_reload_binds_within_2s(void **state)
@@ -1106,19 +1565,18 @@ test_redis_down(void **state)
 
 /*
  * Every ratelimiter stopped: the gateway does not wait for a limiter it is
- * not connected to; a route whose rules fail open keeps serving at once.
+ * not connected to, and the rules it holds decide at once: a request of
+ * fail-open rules is served, one of a fail-closed rule answered 503.
  * Limits apply again when the limiter is back.
  */
 static void
 test_ratelimiter_down(void **state)
 {
+	h_resp r;
 	int64_t t0;
 	int i;
 
 	(void) state;
-	/* The redirect route's last verdict came from a fail-open rule. */
-	assert_int_equal(get(T.a_url, "/fo-down", "10.13.0.1", NULL, NULL),
-	                 404);
 	h_proc_stop(&T.rl_a, 5000);
 	h_proc_stop(&T.rl_b, 5000);
 	h_proc_free(&T.rl_a);
@@ -1131,6 +1589,11 @@ test_ratelimiter_down(void **state)
 		t0 = cm_now_ms();
 		assert_int_equal(get(T.a_url, "/fo-down", ip, NULL, NULL), 404);
 		assert_true(cm_now_ms() - t0 < 100);
+		t0 = cm_now_ms();
+		assert_int_equal(get(T.a_url, "/fc-down", ip, NULL, &r), 503);
+		assert_true(cm_now_ms() - t0 < 100);
+		assert_non_null(strstr(r.body, "rate limiter unavailable"));
+		h_resp_free(&r);
 	}
 	rl_start(&T.rl_a, "ratelimiter-a", T.rla_port, T.rla_addr);
 	rl_start(&T.rl_b, "ratelimiter-b", T.rlb_port, T.rlb_addr);
@@ -1144,6 +1607,75 @@ test_ratelimiter_down(void **state)
 		h_msleep(50);
 	}
 	assert_true(i < 100);
+}
+
+/*
+ * A gateway started while its ratelimiter is down (nothing listens where
+ * it dials) knows the rules' failure policies from the rules file before
+ * its first request: the very first request, of a "failure: closed" rule,
+ * is refused with 503; one of a fail-open rule is served.  Once a
+ * ratelimiter comes up, its rules (another file here) replace the file's
+ * through the Rules poll: a rule only the ratelimiter has binds.
+ */
+static void
+test_gateway_starts_without_ratelimiter(void **state)
+{
+	static const char gw_text[] =
+	    "rules:\n"
+	    "  - {name: s-closed, path: /sc-*, limit: 1000, window: 1m,"
+	    " failure: closed}\n"
+	    "  - {name: s-open, path: /so-*, limit: 1000, window: 1m}\n";
+	static const char rl_text[] =
+	    "rules:\n"
+	    "  - {name: s-closed, path: /sc-*, limit: 1000, window: 1m,"
+	    " failure: closed}\n"
+	    "  - {name: s-new, path: /sn-*, limit: 1, window: 1h,"
+	    " algorithm: fixed_window}\n";
+	char gw_rules[256], rl_rules[256], rl_addr[64], base[64], ip[32];
+	int rl_port = h_free_port(), port = h_free_port(), i;
+	h_proc gw, rl;
+	h_resp r;
+	char *code;
+
+	(void) state;
+	snprintf(gw_rules, sizeof(gw_rules), "%s/start-gw.yaml", T.redis.dir);
+	snprintf(rl_rules, sizeof(rl_rules), "%s/start-rl.yaml", T.redis.dir);
+	write_file(gw_rules, gw_text);
+	write_file(rl_rules, rl_text);
+	snprintf(rl_addr, sizeof(rl_addr), "tcp://127.0.0.1:%d", rl_port);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	gateway_spawn(&gw, "gateway-alone", port, rl_addr, gw_rules, false);
+
+	/* Its first request: a fail-closed rule, no ratelimiter. */
+	assert_int_equal(get(base, "/sc-1", "10.14.0.1", NULL, &r), 503);
+	code = h_json_str(&r, "error.code");
+	assert_string_equal(code, "UNAVAILABLE");
+	free(code);
+	assert_non_null(strstr(r.body, "rate limiter unavailable"));
+	h_resp_free(&r);
+	/* A fail-open rule: served (the redirect handler: no such code). */
+	assert_int_equal(get(base, "/so-1", "10.14.0.1", NULL, NULL), 404);
+	assert_int_equal(get(base, "/sc-2", "10.14.0.2", NULL, NULL), 503);
+	assert_int_equal(get(base, "/so-2", "10.14.0.2", NULL, NULL), 404);
+	/* A request no rule matches never needed the ratelimiter. */
+	assert_int_equal(get(base, "/none-1", "10.14.0.2", NULL, NULL), 404);
+
+	/* The ratelimiter comes up with rules of its own. */
+	rl_spawn(&rl, "ratelimiter-late", rl_port, rl_addr, rl_rules);
+	for (i = 0; i < 200; i++) {
+		snprintf(ip, sizeof(ip), "10.14.1.%d", i % 250 + 1);
+		if (get(base, "/sn-a", ip, NULL, NULL) == 404 &&
+		    get(base, "/sn-b", ip, NULL, NULL) == 429)
+			break;
+		h_msleep(50);
+	}
+	assert_true(i < 200);
+	/* And it decides the fail-closed rule now. */
+	assert_int_equal(get(base, "/sc-3", "10.14.2.1", NULL, NULL), 404);
+	h_proc_stop(&gw, 5000);
+	h_proc_stop(&rl, 5000);
+	h_proc_free(&gw);
+	h_proc_free(&rl);
 }
 
 int
@@ -1170,9 +1702,11 @@ main(void)
 	    cmocka_unit_test(test_ipv6_per_64),
 	    cmocka_unit_test(test_reload_binds_within_2s),
 	    cmocka_unit_test(test_shipped_rules_path_forms),
+	    cmocka_unit_test(test_every_shipped_rule_path_forms),
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_redis_down),
 	    cmocka_unit_test(test_ratelimiter_down),
+	    cmocka_unit_test(test_gateway_starts_without_ratelimiter),
 	};
 
 	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));

@@ -16,11 +16,20 @@
 
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <libpq-fe.h>
 
+#include "base62.h"
 #include "harness.h"
+#include "idperm.h"
 
 #define SECRET "integration-secret"
 #define BASE   "http://short.test"
+/* The keys of the id permutation: the suite's, and the one it changes to. */
+#define ID_KEY_A "integration-id-key-a"
+#define ID_KEY_B "integration-id-key-b"
+/* The shortener's ids and codes: a 40-bit permutation, 7 base62 chars. */
+#define ID_BITS  40
+#define CODE_LEN 7
 
 static struct {
 	h_redis redis;
@@ -29,6 +38,7 @@ static struct {
 	char sh_addr[64];
 	char a_url[64], b_url[64];
 	const char *sh_bin, *gw_bin;
+	const char *id_key; /* SHORTENER_ID_KEY of the running shortener */
 	char *tok_alice, *tok_bob;
 	char auth_alice[1024], auth_bob[1024];
 	unsigned seq;
@@ -55,6 +65,7 @@ shortener_start(void)
 	h_proc_env(p, "DATABASE_URL", "%s", getenv("DATABASE_URL"));
 	h_proc_env(p, "PUBLIC_BASE_URL", "%s", BASE);
 	h_proc_env(p, "SHORTENER_WORKERS", "8");
+	h_proc_env(p, "SHORTENER_ID_KEY", "%s", T.id_key);
 	h_proc_start(p);
 	assert_true(h_wait_healthy(T.sh_bin, T.sh_addr, 20000));
 }
@@ -103,6 +114,7 @@ suite_setup(void **state)
 	snprintf(T.sh_addr, sizeof(T.sh_addr), "tcp://127.0.0.1:%d", T.sh_port);
 	snprintf(T.a_url, sizeof(T.a_url), "http://127.0.0.1:%d", T.a_port);
 	snprintf(T.b_url, sizeof(T.b_url), "http://127.0.0.1:%d", T.b_port);
+	T.id_key = ID_KEY_A;
 	shortener_start();
 	gateway_start(&T.gw_a, "gateway-a", T.a_port);
 	gateway_start(&T.gw_b, "gateway-b", T.b_port);
@@ -1215,6 +1227,172 @@ test_clicks_survive_shutdown(void **state)
 	free(code);
 }
 
+/* Runs one SQL statement on the run's database; asserts it succeeded. */
+static void
+sql(const char *stmt)
+{
+	PGconn *c = PQconnectdb(getenv("DATABASE_URL"));
+	PGresult *res;
+
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("connect: %s", PQerrorMessage(c));
+	res = PQexec(c, stmt);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK &&
+	    PQresultStatus(res) != PGRES_COMMAND_OK)
+		fail_msg("%s: %s", stmt, PQerrorMessage(c));
+	PQclear(res);
+	PQfinish(c);
+}
+
+/* The code of id under key, as the shortener computes it. */
+static void
+code_of(const char *key, uint64_t id, char out[CODE_LEN + 1])
+{
+	cm_idperm p;
+
+	assert_int_equal(cm_idperm_init(&p, key, ID_BITS), 0);
+	assert_int_equal(cm_base62_encode(cm_idperm_encrypt(&p, id), CODE_LEN,
+	                                  out, CODE_LEN + 1),
+	                 CODE_LEN);
+}
+
+/* The id whose code under key is code. */
+static uint64_t
+id_of(const char *key, const char *code)
+{
+	cm_idperm p;
+	uint64_t v;
+
+	assert_int_equal(cm_idperm_init(&p, key, ID_BITS), 0);
+	assert_int_equal(cm_base62_decode(code, strlen(code), &v), 0);
+	return (cm_idperm_decrypt(&p, v));
+}
+
+/* The link at code redirects to want (through gateway a). */
+static void
+assert_redirects(const char *code, const char *want)
+{
+	h_resp r;
+	char *loc;
+
+	follow(&r, T.a_url, code, "GET");
+	loc = h_resp_header(&r, "Location");
+	if (r.status != 302 || loc == NULL || strcmp(loc, want) != 0)
+		fail_msg("%s: %ld Location %s, want 302 %s", code, r.status,
+		         loc ? loc : "(none)", want);
+	free(loc);
+	h_resp_free(&r);
+}
+
+/* Restarts the shortener with another SHORTENER_ID_KEY; waits for the
+ * gateways to reach it again. */
+static void
+shortener_restart(const char *key, const char *sql_between)
+{
+	h_proc_stop(&T.shortener, 5000);
+	h_proc_free(&T.shortener);
+	if (sql_between != NULL)
+		sql(sql_between);
+	T.id_key = key;
+	shortener_start();
+	assert_true(h_wait_healthy(T.gw_bin, T.a_url, 5000));
+	assert_true(h_wait_healthy(T.gw_bin, T.b_url, 5000));
+}
+
+#define OLD_LINKS 20
+#define NEW_LINKS 200
+
+/*
+ * SHORTENER_ID_KEY changed (issue 9, section 5): codes are stored, so
+ * every link made under the old key still redirects; a new id is permuted
+ * under the new key and may give a code an old link already has, which
+ * the store refuses (the code is its primary key): the shortener takes
+ * the next id, and the old link stays as it was.  Such a collision is
+ * rare (old links / 2^40 per new link), so the test makes one happen: it
+ * finds the id whose code under the new key is an old link's (the
+ * permutation inverted), has PostgreSQL's id sequence hand that id out
+ * next, and takes the code of the id after it with an alias beforehand,
+ * so the first new link must skip two codes.  Then many new links, none
+ * equal to another or to an old one, each redirecting to its own URL.
+ */
+static void
+test_id_key_change(void **state)
+{
+	char old[OLD_LINKS][CODE_LEN + 1], url[128], stmt[160];
+	char alias[CODE_LEN + 1], want[CODE_LEN + 1], extra[64];
+	char **fresh = calloc(NEW_LINKS, sizeof(*fresh));
+	uint64_t j = 0;
+	int i, k, hit = -1;
+	char *code;
+
+	(void) state;
+	assert_non_null(fresh);
+	for (i = 0; i < OLD_LINKS; i++) {
+		snprintf(url, sizeof(url), "https://e.com/key-a/%d", i);
+		code = create_ok(NULL, url, NULL);
+		assert_int_equal(strlen(code), CODE_LEN);
+		memcpy(old[i], code, sizeof(old[i]));
+		free(code);
+	}
+	/* The id that gets an old code under the new key (any old one whose
+	 * id fits the sequence with room to spare). */
+	for (i = 0; i < OLD_LINKS && hit < 0; i++) {
+		j = id_of(ID_KEY_B, old[i]);
+		if (j > 1 && j < (UINT64_C(1) << ID_BITS) - 10000)
+			hit = i;
+	}
+	assert_true(hit >= 0);
+	code_of(ID_KEY_B, j, want);
+	assert_string_equal(want, old[hit]);
+	/* The id after it: its code is taken by an alias made under key A. */
+	code_of(ID_KEY_B, j + 1, alias);
+	snprintf(extra, sizeof(extra), "\"custom_alias\":\"%s\"", alias);
+	code = create_ok(NULL, "https://e.com/key-a/alias", extra);
+	assert_string_equal(code, alias);
+	free(code);
+
+	/* Key B; the next block of ids starts at j. */
+	snprintf(stmt, sizeof(stmt),
+	         "SELECT setval('shortener.url_id_blocks', %llu, false)",
+	         (unsigned long long) j);
+	shortener_restart(ID_KEY_B, stmt);
+
+	/* Old links still redirect: their codes are stored. */
+	for (i = 0; i < OLD_LINKS; i++) {
+		snprintf(url, sizeof(url), "https://e.com/key-a/%d", i);
+		assert_redirects(old[i], url);
+	}
+	assert_redirects(alias, "https://e.com/key-a/alias");
+
+	/* Ids j and j + 1 give taken codes: the first new link gets j + 2. */
+	code_of(ID_KEY_B, j + 2, want);
+	for (k = 0; k < NEW_LINKS; k++) {
+		snprintf(url, sizeof(url), "https://e.com/key-b/%d", k);
+		fresh[k] = create_ok(NULL, url, NULL);
+		assert_int_equal(strlen(fresh[k]), CODE_LEN);
+		if (k == 0)
+			assert_string_equal(fresh[0], want);
+		assert_string_not_equal(fresh[k], alias);
+		for (i = 0; i < OLD_LINKS; i++)
+			assert_string_not_equal(fresh[k], old[i]);
+		for (i = 0; i < k; i++)
+			assert_string_not_equal(fresh[k], fresh[i]);
+	}
+	for (k = 0; k < NEW_LINKS; k++) {
+		snprintf(url, sizeof(url), "https://e.com/key-b/%d", k);
+		assert_redirects(fresh[k], url);
+	}
+	/* The links whose codes were in the way are untouched. */
+	snprintf(url, sizeof(url), "https://e.com/key-a/%d", hit);
+	assert_redirects(old[hit], url);
+	assert_redirects(alias, "https://e.com/key-a/alias");
+
+	for (k = 0; k < NEW_LINKS; k++)
+		free(fresh[k]);
+	free(fresh);
+	shortener_restart(ID_KEY_A, NULL);
+}
+
 int
 main(void)
 {
@@ -1242,6 +1420,7 @@ main(void)
 	    cmocka_unit_test(test_redis_down_redirects_served),
 	    cmocka_unit_test(test_shortener_down_503),
 	    cmocka_unit_test(test_clicks_survive_shutdown),
+	    cmocka_unit_test(test_id_key_change),
 	};
 
 	return (cmocka_run_group_tests(tests, suite_setup, suite_teardown));

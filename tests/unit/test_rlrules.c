@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -389,6 +390,35 @@ test_from_pb(void **state)
 	                 CM_INVALID_ARGUMENT);
 }
 
+/*
+ * The file every process reads: RATELIMIT_RULES when set, else the image's
+ * installed file if readable, else the source tree's, which the build
+ * names and which parses (the rules the gateway starts with).
+ */
+static void
+test_rules_path(void **state)
+{
+	struct cm_rl_rules *rs = NULL;
+	const char *p;
+	char err[256] = "";
+
+	(void) state;
+	assert_int_equal(setenv("RATELIMIT_RULES", "/some/rules.yaml", 1), 0);
+	assert_string_equal(cm_rl_rules_path(), "/some/rules.yaml");
+	assert_int_equal(unsetenv("RATELIMIT_RULES"), 0);
+	p = cm_rl_rules_path();
+	if (strcmp(p, CM_RL_RULES_INSTALLED) != 0)
+		assert_string_equal(p, CM_RL_RULES_SOURCE);
+	assert_int_equal(
+	    cm_rl_rules_load(CM_RL_RULES_SOURCE, &rs, err, sizeof(err)), 0);
+	assert_true(rs->n > 0);
+	cm_rl_rules_free(rs);
+	assert_int_equal(
+	    cm_rl_rules_load("/nonexistent/rules.yaml", &rs, err, sizeof(err)),
+	    CM_INVALID_ARGUMENT);
+	assert_non_null(strstr(err, "/nonexistent/rules.yaml"));
+}
+
 int
 main(void)
 {
@@ -398,6 +428,7 @@ main(void)
 	    cmocka_unit_test(test_tiers),
 	    cmocka_unit_test(test_methods_paths),
 	    cmocka_unit_test(test_from_pb),
+	    cmocka_unit_test(test_rules_path),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));

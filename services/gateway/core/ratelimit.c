@@ -7,15 +7,21 @@
  * ratelimiter uses) and polls them once a second
  * (GATEWAY_RATELIMIT_RULES_POLL_MS), and at once when a Check reply names
  * another rules version; a reload of the ratelimiter (SIGHUP) therefore
- * binds here within about a second.  With the rules in hand a request's
+ * binds here within about a second.  Before the first reply a loop holds
+ * the rules file the ratelimiter reads (RATELIMIT_RULES, read at start-up
+ * with the ratelimiter's own reader, common/rlrules_file.c), so every
+ * rule's failure policy is known from the first request on: with the
+ * ratelimiter down when the gateway starts, a request of a "failure:
+ * closed" rule is refused (503) and one of fail-open rules goes on.  The
+ * file gives the version the ratelimiter gives for it (a hash of the
+ * text), so the first reply replaces the file's rules only if the
+ * ratelimiter holds others.  With the rules in hand a request's
  * scope is computed without a round trip: the caller's tier and the
  * counter key of every rule that applies (rule name and key value, e.g.
  * the address for a rule keyed by ip).  A request no rule matches goes on
  * at once, with no call and no headers; so does one whose scope has
  * budget (below).  The path the rules see is the path the router matches:
  * the raw path with one trailing slash removed, never percent-decoded.
- * Until the first rules arrive every request is checked by the
- * ratelimiter.
  *
  * The call.  The request's descriptors (method, path, client address as
  * the core computed it, user, tier, API key id) go to the ratelimiter
@@ -137,7 +143,8 @@ static struct {
 	bool enabled;
 	int64_t timeout_ms;
 	int64_t poll_ms;
-	unsigned v6_prefix; /* IPv6 clients count per this prefix */
+	unsigned v6_prefix;     /* IPv6 clients count per this prefix */
+	const char *rules_path; /* the rules each loop starts with */
 	struct gw_upstream *up;
 	cm_counter *allowed, *limited, *local, *local_denied, *no_match,
 	    *refresh, *fail_open, *fail_closed, *unavailable;
@@ -171,6 +178,41 @@ check_counter(const char *result)
 	                       "Rate limit checks by outcome."));
 }
 
+/*
+ * The rules file a loop starts with (R.rules_path), read again by each
+ * loop's init: a small file, read once per loop at start-up, so that each
+ * loop owns its set as it owns the ratelimiter's later.  A file that
+ * cannot be read or does not parse is fatal, as it is to the ratelimiter:
+ * without it a "failure: closed" rule would fail open until the
+ * ratelimiter first answers.  The caller frees the set.
+ */
+static struct cm_rl_rules *
+rules_file_load(void)
+{
+	struct cm_rl_rules *rs;
+	char err[512];
+
+	if (cm_rl_rules_load(R.rules_path, &rs, err, sizeof(err)) != 0)
+		fatalx("event=ratelimit_rules path=%s msg=\"%s\"", R.rules_path,
+		       err);
+	return (rs);
+}
+
+/* At registration: the file is read and logged once, before any loop. */
+static void
+rules_file_check(void)
+{
+	struct cm_rl_rules *rs = rules_file_load();
+	size_t closed = 0;
+
+	for (size_t i = 0; i < rs->n; i++)
+		closed += rs->v[i].fail_closed;
+	log_info("event=ratelimit_rules source=file path=%s version=%llu "
+	         "rules=%zu fail_closed=%zu",
+	         R.rules_path, (unsigned long long) rs->version, rs->n, closed);
+	cm_rl_rules_free(rs);
+}
+
 void
 gw_ratelimit_register(void)
 {
@@ -187,6 +229,8 @@ gw_ratelimit_register(void)
 	         (long long) R.timeout_ms);
 	if (!R.enabled)
 		return;
+	R.rules_path = cm_rl_rules_path();
+	rules_file_check();
 	for (size_t i = 0; i < RL_LOCKS; i++)
 		pthread_mutex_init(&E.mu[i], NULL);
 	R.allowed = check_counter("allowed");
@@ -225,7 +269,7 @@ rules_reply(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 		return;
 	if (r->status != CM_OK || (resp = ratelimiter__rules_response__unpack(
 	                               NULL, r->len, r->payload)) == NULL) {
-		/* Retried soon: every request is checked meanwhile. */
+		/* Retried soon; the rules in hand stay meanwhile. */
 		rl->next_poll = gw_loop_now(l) + 250;
 		return;
 	}
@@ -235,12 +279,10 @@ rules_reply(struct gw_loop *l, void *arg, int idx, const struct gw_reply *r)
 			log_warnx("event=ratelimit_rules loop=%u err=\"%s\"",
 			          l->id, err);
 		} else {
-			if (rl->rules != NULL)
-				log_info("event=ratelimit_rules loop=%u "
-				         "version=%llu rules=%zu",
-				         l->id,
-				         (unsigned long long) resp->version,
-				         rs->n);
+			log_info("event=ratelimit_rules source=ratelimiter "
+			         "loop=%u version=%llu rules=%zu",
+			         l->id, (unsigned long long) resp->version,
+			         rs->n);
 			cm_rl_rules_free(rl->rules);
 			rl->rules = rs;
 			rl->version = resp->version;
@@ -276,6 +318,8 @@ rl_loop_init(struct gw_loop *l, void *ls)
 	struct rl_loop *rl = ls;
 
 	rl->loop = l;
+	rl->rules = rules_file_load();
+	rl->version = rl->rules->version;
 	rules_poll(rl);
 }
 
