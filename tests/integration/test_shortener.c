@@ -70,6 +70,17 @@ shortener_start(void)
 	assert_true(h_wait_healthy(T.sh_bin, T.sh_addr, 20000));
 }
 
+/* Teardown of a test that stops the shortener: it runs again, even when
+ * the test failed half-way, so the tests after it are not failed too. */
+static int
+shortener_running(void **state)
+{
+	(void) state;
+	if (T.shortener.pid <= 0)
+		shortener_start();
+	return (0);
+}
+
 static void
 gateway_start(h_proc *p, const char *name, int port)
 {
@@ -1172,7 +1183,9 @@ test_shortener_down_503(void **state)
 	double took = (double) cm_mono_ms() - t0;
 	assert_error(&r, 503, "UNAVAILABLE");
 	fprintf(stderr, "503 after %.1f ms\n", took);
-	assert_true(took < 100.0);
+	/* At once, not at the gateway's 3 s upstream deadline (the bound
+	 * leaves room for a loaded machine under ASan). */
+	assert_true(took < 500.0);
 	h_resp_free(&r);
 	follow(&r, T.a_url, "yyyyyyyyyy", "GET");
 	assert_int_equal(r.status, 503);
@@ -1418,7 +1431,8 @@ main(void)
 	    cmocka_unit_test(test_healthz_is_cheap),
 	    cmocka_unit_test(test_redirect_cache_shares_engine),
 	    cmocka_unit_test(test_redis_down_redirects_served),
-	    cmocka_unit_test(test_shortener_down_503),
+	    cmocka_unit_test_teardown(test_shortener_down_503,
+	                              shortener_running),
 	    cmocka_unit_test(test_clicks_survive_shutdown),
 	    cmocka_unit_test(test_id_key_change),
 	};
