@@ -1,0 +1,13 @@
+# The notifier's channels (push, email, SMS over real transports), its
+# outbound guard and its templates: a library the engine links, with its
+# unit test and an integration test against a real SMTP server and an
+# HTTP receiver.  Included from services/notifier/CMakeLists.txt.
+if(NOT TARGET PkgConfig::LIBCURL)
+  pkg_check_modules(LIBCURL REQUIRED IMPORTED_TARGET libcurl)
+endif()
+
+add_library(notifier_channels STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/outbound.c)
+target_include_directories(notifier_channels PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(notifier_channels PUBLIC common_core PkgConfig::LIBCURL
+  PkgConfig::JANSSON PkgConfig::OPENSSL PRIVATE cm_warnings)
