@@ -7,7 +7,8 @@ if(NOT TARGET PkgConfig::LIBCURL)
 endif()
 
 add_library(notifier_channels STATIC
-  ${CMAKE_CURRENT_LIST_DIR}/outbound.c)
+  ${CMAKE_CURRENT_LIST_DIR}/outbound.c
+  ${CMAKE_CURRENT_LIST_DIR}/template.c)
 target_include_directories(notifier_channels PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(notifier_channels PUBLIC common_core PkgConfig::LIBCURL
   PkgConfig::JANSSON PkgConfig::OPENSSL PRIVATE cm_warnings)
