@@ -7,7 +7,11 @@ if(NOT TARGET PkgConfig::LIBCURL)
 endif()
 
 add_library(notifier_channels STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/channels.c
   ${CMAKE_CURRENT_LIST_DIR}/outbound.c
+  ${CMAKE_CURRENT_LIST_DIR}/push.c
+  ${CMAKE_CURRENT_LIST_DIR}/email.c
+  ${CMAKE_CURRENT_LIST_DIR}/sms.c
   ${CMAKE_CURRENT_LIST_DIR}/template.c)
 target_include_directories(notifier_channels PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(notifier_channels PUBLIC common_core PkgConfig::LIBCURL
