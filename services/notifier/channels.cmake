@@ -16,3 +16,12 @@ add_library(notifier_channels STATIC
 target_include_directories(notifier_channels PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(notifier_channels PUBLIC common_core PkgConfig::LIBCURL
   PkgConfig::JANSSON PkgConfig::OPENSSL PRIVATE cm_warnings)
+
+cm_unit_test(notifier_channels_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/channels_test.c
+  LIBS notifier_channels)
+if(TARGET notifier_channels_test)
+  # The shipped templates (deploy/templates) must all render.
+  target_compile_definitions(notifier_channels_test PRIVATE
+    NT_TEMPLATES_DIR="${CMAKE_SOURCE_DIR}/deploy/templates")
+endif()
