@@ -25,3 +25,16 @@ if(TARGET notifier_channels_test)
   target_compile_definitions(notifier_channels_test PRIVATE
     NT_TEMPLATES_DIR="${CMAKE_SOURCE_DIR}/deploy/templates")
 endif()
+
+if(BUILD_TESTING)
+  # Real servers, no mocks: aiosmtpd (Debian's python3-aiosmtpd, run by
+  # /usr/bin/python3) as the relay, HTTP receivers in the test itself.
+  add_executable(test_notifier_channels
+    ${CMAKE_SOURCE_DIR}/tests/integration/test_notifier_channels.c)
+  target_link_libraries(test_notifier_channels PRIVATE notifier_channels
+    test_harness ${CMOCKA_LINK_LIBRARIES} Threads::Threads cm_warnings)
+  add_test(NAME test_notifier_channels COMMAND test_notifier_channels)
+  set_tests_properties(test_notifier_channels PROPERTIES TIMEOUT 180
+    LABELS integration
+    ENVIRONMENT "TEST_LOG_DIR=${CMAKE_BINARY_DIR}/test-logs")
+endif()
