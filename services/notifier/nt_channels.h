@@ -49,7 +49,8 @@ bool nt_header_value_ok(const char *s, size_t max);
 
 /*
  * The Subject header line's value for s (already checked with
- * nt_header_value_ok): printable ASCII stays as it is, folded at spaces
+ * nt_header_value_ok): printable ASCII stays as it is (unless it holds
+ * "=?", which a reader would take for an encoded-word), folded at spaces
  * so that lines stay within 78 characters where a space allows; anything
  * else becomes RFC 2047 encoded-words (=?UTF-8?B?...?=) of whole UTF-8
  * characters, each line "Subject: " + word or " " + word within 78

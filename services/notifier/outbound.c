@@ -664,8 +664,12 @@ nt_outbound_post(nt_outbound *o, const char *url, const char *const *headers,
 			    nt_retry_after_ms(o->retry_after, cm_now_ms());
 		if (r->outcome != NT_SENT) {
 			body_snippet(o, snip, sizeof(snip));
-			snprintf(r->error, sizeof(r->error), "HTTP %ld%s%s",
-			         status, snip[0] ? ": " : "", snip);
+			snprintf(r->error, sizeof(r->error), "HTTP %ld%s%s%s",
+			         status,
+			         status >= 300 && status <= 399
+			             ? " (redirects are not followed)"
+			             : "",
+			         snip[0] ? ": " : "", snip);
 		}
 		return;
 	}

@@ -1189,6 +1189,7 @@ test_push_redirect_not_followed(void **state)
 		r = push_to(&p, "n-700", url);
 		assert_int_equal(r.outcome, NT_PERMANENT);
 		assert_int_equal(r.status, s);
+		assert_non_null(strstr(r.error, "not followed"));
 	}
 	h_msleep(50);
 	assert_int_equal(rcv_conns(rb), 0);
