@@ -229,9 +229,9 @@ test_stack_over_tls(void **state)
 	h_resp_free(&r);
 
 	/* The probes, as compose's healthchecks run them. */
-	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 2000), 0);
-	assert_int_equal(h_health(T.rl_bin, T.rl_addr, 2000), 0);
-	assert_int_equal(h_health(T.cache_bin, T.cache_addr, 2000), 0);
+	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 5000), 0);
+	assert_int_equal(h_health(T.rl_bin, T.rl_addr, 5000), 0);
+	assert_int_equal(h_health(T.cache_bin, T.cache_addr, 5000), 0);
 }
 
 /* Nothing is served to a client without the stack's certificate, or to
@@ -256,7 +256,7 @@ test_tls_refusals(void **state)
 	 * the shortener. */
 	setenv("RPC_TLS_DIR", T.tls, 1);
 	assert_int_equal(h_health(T.cache_bin, T.sh_addr, 1000), 2);
-	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 2000), 0);
+	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 5000), 0);
 }
 
 /* Starts p and expects it to exit non-zero within 5 s, its log naming

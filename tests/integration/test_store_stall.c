@@ -214,9 +214,15 @@ stop_tree(pid_t root, const char *what)
 	size_t n;
 
 	guard_start(root);
-	n = signal_tree(root, SIGSTOP);
-	if (!tree_stopped(root, true, 2000))
-		fail_msg("%s (pid %d) did not stop", what, (int) root);
+	/* Again until every process is stopped: a child forked just before
+	 * its parent stopped is not in the first list. */
+	for (int i = 0;; i++) {
+		n = signal_tree(root, SIGSTOP);
+		if (tree_stopped(root, true, 100))
+			break;
+		if (i == 40)
+			fail_msg("%s (pid %d) did not stop", what, (int) root);
+	}
 	fprintf(stderr, "stopped %s: %zu processes\n", what, n);
 }
 
