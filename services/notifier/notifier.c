@@ -241,6 +241,8 @@ send_targets(nt_engine *e, nt_worker *w, const nt_notification *n,
 
 		memset(&r, 0, sizeof(r));
 		p->ops->send(p->impl, m, targets[i], &r);
+		if ((unsigned) r.outcome > NT_REFUSED)
+			r.outcome = NT_PERMANENT; /* not an outcome of ours */
 		if (r.outcome == NT_GONE && p->ops->channel == NT_CH_PUSH)
 			(void) w->store->ops->device_remove(w->store->impl,
 			                                    dev_ids[i]);

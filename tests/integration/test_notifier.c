@@ -1280,7 +1280,7 @@ struct sender {
 	char title[64];
 	int from, n;
 	int accepted[64];
-	int naccepted;
+	atomic_int naccepted;
 	atomic_bool *stop;
 };
 
@@ -1302,7 +1302,8 @@ sender_main(void *arg)
 		         s->user, s->title, s->from + i);
 		h_http(&r, "POST", url, hdrs, body, strlen(body));
 		if (r.status == 202)
-			s->accepted[s->naccepted++] = s->from + i;
+			s->accepted[atomic_fetch_add(&s->naccepted, 1)] =
+			    s->from + i;
 		h_resp_free(&r);
 	}
 	return (NULL);
@@ -1342,7 +1343,7 @@ test_kill9(void **state)
 		int n = 0;
 
 		for (int i = 0; i < 4; i++)
-			n += s[i].naccepted;
+			n += atomic_load(&s[i].naccepted);
 		if (n >= 20)
 			break;
 	}
@@ -1350,7 +1351,7 @@ test_kill9(void **state)
 	atomic_store(&stop, true);
 	for (int i = 0; i < 4; i++) {
 		pthread_join(s[i].t, NULL);
-		total += s[i].naccepted;
+		total += atomic_load(&s[i].naccepted);
 	}
 	assert_true(total >= 20);
 	h_proc_free(&T.nt);
@@ -1360,7 +1361,7 @@ test_kill9(void **state)
 	api(&r, "GET", auth, NULL, "/api/v1/me/notifications?limit=100");
 	expect(&r, 200);
 	for (int i = 0; i < 4; i++)
-		for (int k = 0; k < s[i].naccepted; k++) {
+		for (int k = 0; k < atomic_load(&s[i].naccepted); k++) {
 			snprintf(want, sizeof(want), "\"%s-%03d\"", title,
 			         s[i].accepted[k]);
 			if (strstr(r.body, want) == NULL)
