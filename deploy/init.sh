@@ -6,6 +6,8 @@
 #
 #   DIR/secrets/jwt_secret        AUTH_JWT_SECRET_FILE: the gateway's HS256 key
 #   DIR/secrets/shortener_id_key  SHORTENER_ID_KEY_FILE: the id permutation key
+#   DIR/secrets/notifier_unsubscribe_key  NOTIFIER_UNSUBSCRIBE_KEY_FILE: the
+#                                 HMAC key of the notifier's unsubscribe links
 #   DIR/tls/                      RPC_TLS_DIR: the stack's CA and a certificate
 #                                 per service NAME (deploy/certs.sh)
 #
@@ -24,7 +26,7 @@ shift
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 umask 077
 mkdir -p "$dir/secrets"
-for s in jwt_secret shortener_id_key; do
+for s in jwt_secret shortener_id_key notifier_unsubscribe_key; do
 	if [ ! -s "$dir/secrets/$s" ]; then
 		openssl rand -hex 32 >"$dir/secrets/$s.new"
 		mv "$dir/secrets/$s.new" "$dir/secrets/$s"

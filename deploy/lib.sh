@@ -19,7 +19,7 @@
 # The services, in start order (each one's dependencies before it).  Adding a
 # service to the local stack is adding its name here.
 # shellcheck disable=SC2034 # used by the scripts that source this
-STACK_SERVICES=(shortener ratelimiter cache gateway)
+STACK_SERVICES=(shortener ratelimiter cache notifier gateway)
 
 STACK_PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 STACK_PG_USER=${PG_RUN_USER:-backends-pg}

@@ -245,6 +245,15 @@ Settings for another shell: . $STACK_DIR/env    Stop: deploy/local-down.sh
        -d '{"long_url": "https://example.com/", "custom_alias": "alice-home"}'
   curl -sS -H "Authorization: Bearer \$TOKEN" '$BASE/api/v1/urls?limit=10'
   curl -sS -H "Authorization: Bearer \$TOKEN" $BASE/api/v1/urls/alice-home
+  # a notification to alice's inbox (an operator's token: role=admin),
+  # then her inbox, and the notification's delivery state
+  ADMIN=\$($GW token --user ops --claim role=admin)
+  curl -sS -X POST $BASE/api/v1/notifications -H "Authorization: Bearer \$ADMIN" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"user": "alice", "type": "video.ready", "title": "Your video is ready",
+            "channels": ["inapp"], "priority": "high"}'
+  curl -sS -H "Authorization: Bearer \$TOKEN" $BASE/api/v1/me/notifications
+  curl -sS -H "Authorization: Bearer \$ADMIN" $BASE/api/v1/notifications/ID
   # health of every service
   curl -sS $BASE/healthz
 EOF

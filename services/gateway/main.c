@@ -355,6 +355,8 @@ static const cm_cli cli = {
         "  REDIRECT_STATUS            302 or 301 (302)\n"
         "  SHORTENER_ADDR             shortener RPC address(es) "
         "(tcp://127.0.0.1:7001)\n"
+        "  NOTIFIER_ADDR              notifier RPC address(es) "
+        "(tcp://127.0.0.1:7004)\n"
         "  REDIS_URL                  the redirect cache's invalidations "
         "(redis://127.0.0.1:6379)\n"
         "  AUTH_JWT_SECRET            HS256 key, at least 32 bytes (or a file\n"

@@ -1,10 +1,11 @@
 /*
  * The stack's security at start-up and between services, through the real
  * binaries:
- *   - the whole stack (shortener, ratelimiter, cache, gateway) over mutual
- *     TLS (tls+tcp://, certificates by deploy/certs.sh): a link is created
- *     and redirected, the limiter answers, the cache serves, every health
- *     probe passes over TLS;
+ *   - the whole stack (shortener, ratelimiter, cache, notifier, gateway)
+ *     over mutual TLS (tls+tcp://, certificates by deploy/certs.sh): a link
+ *     is created and redirected, the limiter answers, the cache serves, a
+ *     notification is accepted and reaches the inbox, every health probe
+ *     passes over TLS;
  *   - whoever holds no certificate of the stack's CA, or expects another
  *     service, is served nothing;
  *   - outside development mode a missing, shipped or short secret stops a
@@ -30,10 +31,10 @@
 
 static struct {
 	h_redis redis;
-	h_proc sh, rl, cache, gw;
-	const char *sh_bin, *rl_bin, *cache_bin, *gw_bin, *src;
+	h_proc sh, rl, cache, nt, gw;
+	const char *sh_bin, *rl_bin, *cache_bin, *nt_bin, *gw_bin, *src;
 	char dir[64], tls[128], other[128];
-	char sh_addr[48], rl_addr[48], cache_addr[48], gw_url[48];
+	char sh_addr[48], rl_addr[48], cache_addr[48], nt_addr[48], gw_url[48];
 	char auth_admin[1024];
 } T;
 
@@ -82,11 +83,12 @@ suite_setup(void **state)
 	T.sh_bin = getenv("SHORTENER_BIN");
 	T.rl_bin = getenv("RATELIMITER_BIN");
 	T.cache_bin = getenv("CACHE_BIN");
+	T.nt_bin = getenv("NOTIFIER_BIN");
 	T.gw_bin = getenv("GATEWAY_BIN");
 	T.src = getenv("SOURCE_DIR");
 	if (getenv("DATABASE_URL") == NULL || T.sh_bin == NULL ||
-	    T.rl_bin == NULL || T.cache_bin == NULL || T.gw_bin == NULL ||
-	    T.src == NULL) {
+	    T.rl_bin == NULL || T.cache_bin == NULL || T.nt_bin == NULL ||
+	    T.gw_bin == NULL || T.src == NULL) {
 		fprintf(stderr, "run tests/run.sh: binaries, SOURCE_DIR and "
 		                "DATABASE_URL are needed\n");
 		return (-1);
@@ -99,10 +101,10 @@ suite_setup(void **state)
 		return (-1);
 	snprintf(T.tls, sizeof(T.tls), "%s/tls", T.dir);
 	snprintf(T.other, sizeof(T.other), "%s/other", T.dir);
-	sh("%s/deploy/certs.sh %s gateway shortener ratelimiter cache", T.src,
-	   T.tls);
-	sh("%s/deploy/certs.sh %s gateway shortener ratelimiter cache", T.src,
-	   T.other);
+	sh("%s/deploy/certs.sh %s gateway shortener ratelimiter cache notifier",
+	   T.src, T.tls);
+	sh("%s/deploy/certs.sh %s gateway shortener ratelimiter cache notifier",
+	   T.src, T.other);
 	/* Every process here, the probes included, has the stack's. */
 	setenv("RPC_TLS_DIR", T.tls, 1);
 
@@ -131,9 +133,19 @@ suite_setup(void **state)
 	h_proc_env(&T.cache, "REDIS_URL", "%s", T.redis.url);
 	h_proc_start(&T.cache);
 
+	port = h_free_port();
+	snprintf(T.nt_addr, sizeof(T.nt_addr), "tls+tcp://127.0.0.1:%d", port);
+	proc_init(&T.nt, "secure-notifier", T.nt_bin);
+	h_proc_env(&T.nt, "NOTIFIER_LISTEN", "%s", T.nt_addr);
+	h_proc_env(&T.nt, "REDIS_URL", "%s", T.redis.url);
+	h_proc_env(&T.nt, "NOTIFIER_WORKERS", "4");
+	h_proc_env(&T.nt, "NOTIFIER_DELIVERY_WORKERS", "2");
+	h_proc_start(&T.nt);
+
 	assert_true(h_wait_healthy(T.sh_bin, T.sh_addr, 20000));
 	assert_true(h_wait_healthy(T.rl_bin, T.rl_addr, 20000));
 	assert_true(h_wait_healthy(T.cache_bin, T.cache_addr, 20000));
+	assert_true(h_wait_healthy(T.nt_bin, T.nt_addr, 20000));
 
 	port = h_free_port();
 	snprintf(T.gw_url, sizeof(T.gw_url), "http://127.0.0.1:%d", port);
@@ -143,6 +155,7 @@ suite_setup(void **state)
 	h_proc_env(&T.gw, "SHORTENER_ADDR", "%s", T.sh_addr);
 	h_proc_env(&T.gw, "RATELIMITER_ADDR", "%s", T.rl_addr);
 	h_proc_env(&T.gw, "CACHE_ADDR", "%s", T.cache_addr);
+	h_proc_env(&T.gw, "NOTIFIER_ADDR", "%s", T.nt_addr);
 	h_proc_env(&T.gw, "REDIS_URL", "%s", T.redis.url);
 	h_proc_env(&T.gw, "AUTH_JWT_SECRET", "%s", SECRET);
 	h_proc_env(&T.gw, "BACKENDS_DEV_MODE", "0");
@@ -168,10 +181,12 @@ suite_teardown(void **state)
 	(void) state;
 	h_proc_stop(&T.gw, 5000);
 	h_proc_stop(&T.cache, 5000);
+	h_proc_stop(&T.nt, 10000);
 	h_proc_stop(&T.rl, 5000);
 	h_proc_stop(&T.sh, 5000);
 	h_proc_free(&T.gw);
 	h_proc_free(&T.cache);
+	h_proc_free(&T.nt);
 	h_proc_free(&T.rl);
 	h_proc_free(&T.sh);
 	h_redis_stop(&T.redis);
@@ -228,10 +243,32 @@ test_stack_over_tls(void **state)
 	assert_int_equal(r.status, 200);
 	h_resp_free(&r);
 
+	/* The notifier: an operator's Send, delivered to the inbox. */
+	http(&r, "POST", "/api/v1/notifications", T.auth_admin,
+	     "{\"user\":\"ops\",\"type\":\"tls.test\",\"title\":"
+	     "\"over tls\",\"channels\":[\"inapp\"]}");
+	if (r.status != 202)
+		fprintf(stderr, "send: %ld %s\n", r.status, r.body);
+	assert_int_equal(r.status, 202);
+	h_resp_free(&r);
+	for (int i = 0;; i++) {
+		bool found;
+
+		http(&r, "GET", "/api/v1/me/notifications", T.auth_admin, NULL);
+		assert_int_equal(r.status, 200);
+		found = strstr(r.body, "over tls") != NULL;
+		h_resp_free(&r);
+		if (found)
+			break;
+		assert_true(i < 100);
+		h_msleep(100);
+	}
+
 	/* The probes, as compose's healthchecks run them. */
 	assert_int_equal(h_health(T.sh_bin, T.sh_addr, 5000), 0);
 	assert_int_equal(h_health(T.rl_bin, T.rl_addr, 5000), 0);
 	assert_int_equal(h_health(T.cache_bin, T.cache_addr, 5000), 0);
+	assert_int_equal(h_health(T.nt_bin, T.nt_addr, 5000), 0);
 }
 
 /* Nothing is served to a client without the stack's certificate, or to
@@ -321,6 +358,14 @@ test_secrets_refused(void **state)
 		h_proc_env(&p, "REDIS_URL", "%s", T.redis.url);
 		h_proc_env(&p, "SHORTENER_ID_KEY", "%s", weak[i]);
 		start_expect(&p, false, NULL, "SHORTENER_ID_KEY");
+
+		snprintf(name, sizeof(name), "nt-weak-%zu", i);
+		proc_init(&p, name, T.nt_bin);
+		h_proc_env(&p, "NOTIFIER_LISTEN", "tcp://127.0.0.1:%d",
+		           h_free_port());
+		h_proc_env(&p, "REDIS_URL", "%s", T.redis.url);
+		h_proc_env(&p, "NOTIFIER_UNSUBSCRIBE_KEY", "%s", weak[i]);
+		start_expect(&p, false, NULL, "NOTIFIER_UNSUBSCRIBE_KEY");
 	}
 
 	/* Good secrets, one from a file (as compose passes them). */
@@ -343,6 +388,14 @@ test_secrets_refused(void **state)
 	h_proc_env(&p, "SHORTENER_LISTEN", "%s", addr);
 	h_proc_env(&p, "REDIS_URL", "%s", T.redis.url);
 	h_proc_env(&p, "SHORTENER_ID_KEY", "%s", SECRET);
+	start_expect(&p, true, addr, NULL);
+
+	port = h_free_port();
+	snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d", port);
+	proc_init(&p, "nt-good", T.nt_bin);
+	h_proc_env(&p, "NOTIFIER_LISTEN", "%s", addr);
+	h_proc_env(&p, "REDIS_URL", "%s", T.redis.url);
+	h_proc_env(&p, "NOTIFIER_UNSUBSCRIBE_KEY", "%s", SECRET);
 	start_expect(&p, true, addr, NULL);
 }
 

@@ -44,6 +44,10 @@ struct gw_upstream gw_upstreams[] = {
      .addr_env = "CACHE_ADDR",
      .addr_default = "tcp://127.0.0.1:7003",
      .soft = true},
+    {.name = "notifier",
+     .addr_env = "NOTIFIER_ADDR",
+     .addr_default = "tcp://127.0.0.1:7004",
+     .soft = true},
 };
 const size_t gw_nupstreams = sizeof(gw_upstreams) / sizeof(gw_upstreams[0]);
 
