@@ -305,6 +305,7 @@ deliver(nt_engine *e, nt_worker *w, const nt_notification *n,
 	const bool internal = strcmp(n->type, NT_TYPE_PHONE_CODE) == 0;
 	const nt_provider *p;
 	nt_rendered rd = {NULL, NULL, NULL};
+	const char *html = NULL;
 	struct attempt at;
 	nt_message m;
 	nt_vars vars;
@@ -326,6 +327,30 @@ deliver(nt_engine *e, nt_worker *w, const nt_notification *n,
 		           sizeof(d->last_error));
 		return (record(w, n, d, "skipped", now_ms));
 	}
+	/* The channel's template, if the type has one (every channel,
+	 * the inbox too): its subject is the title, its text the body. */
+	vars_of(n, &w->arena, &vars);
+	rv = nt_template_render(c->templates_dir, n->tmpl, nt_channel_name(ch),
+	                        &vars, &rd, err, sizeof(err));
+	if (rv < 0) {
+		d->status = NT_ST_DEAD;
+		d->attempts++;
+		snprintf(d->last_error, sizeof(d->last_error), "template: %s",
+		         err);
+		if ((rv = record(w, n, d, "dead", now_ms)) != CM_OK)
+			return (rv);
+		return (w->queue->ops->dead_letter(w->queue->impl, n->id, ch,
+		                                   d->last_error));
+	}
+	if (rv == 1) {
+		if (rd.subject != NULL)
+			title = cm_arena_strdup(&w->arena, rd.subject);
+		if (rd.text != NULL)
+			body = cm_arena_strdup(&w->arena, rd.text);
+		if (rd.html != NULL && ch == NT_CH_EMAIL)
+			html = cm_arena_strdup(&w->arena, rd.html);
+	}
+	nt_rendered_free(&rd);
 	if (ch == NT_CH_INAPP) {
 		if ((rv = w->store->ops->inbox_put(w->store->impl, n, title,
 		                                   body)) != CM_OK)
@@ -376,27 +401,7 @@ deliver(nt_engine *e, nt_worker *w, const nt_notification *n,
 	m.title = title;
 	m.body = body;
 	m.data_json = n->data_json;
-	vars_of(n, &w->arena, &vars);
-	rv = nt_template_render(c->templates_dir, n->tmpl, nt_channel_name(ch),
-	                        &vars, &rd, err, sizeof(err));
-	if (rv < 0) {
-		d->status = NT_ST_DEAD;
-		d->attempts++;
-		snprintf(d->last_error, sizeof(d->last_error), "template: %s",
-		         err);
-		if ((rv = record(w, n, d, "dead", now_ms)) != CM_OK)
-			return (rv);
-		return (w->queue->ops->dead_letter(w->queue->impl, n->id, ch,
-		                                   d->last_error));
-	}
-	if (rv == 1) {
-		if (rd.subject != NULL)
-			m.title = rd.subject;
-		if (rd.text != NULL)
-			m.body = rd.text;
-		if (ch == NT_CH_EMAIL)
-			m.html = rd.html;
-	}
+	m.html = html;
 	if (ch == NT_CH_EMAIL && c->unsubscribe_key != NULL && !internal) {
 		char *tok =
 		    nt_unsub_token(c->unsubscribe_key, n->user, n->type);
@@ -408,7 +413,6 @@ deliver(nt_engine *e, nt_worker *w, const nt_notification *n,
 		}
 	}
 	rv = send_targets(e, w, n, u, &m, p, &at);
-	nt_rendered_free(&rd);
 	if (rv != CM_OK)
 		return (rv);
 	if (!secondary)

@@ -638,7 +638,7 @@ test_idempotency(void **state)
 	unique(title, sizeof(title), "idem");
 	unique(key, sizeof(key), "video:1:ready");
 	snprintf(body, sizeof(body),
-	         "{\"user\":\"%s\",\"type\":\"video.ready\",\"title\":\"%s\","
+	         "{\"user\":\"%s\",\"type\":\"test.ready\",\"title\":\"%s\","
 	         "\"channels\":[\"inapp\"],\"idempotency_key\":\"%s\"}",
 	         T.alice, title, key);
 	id1 = send_ok(body, st, sizeof(st));
@@ -648,7 +648,7 @@ test_idempotency(void **state)
 	assert_string_equal(id1, id2);
 	/* Another user's key space is their own. */
 	snprintf(body, sizeof(body),
-	         "{\"user\":\"%s\",\"type\":\"video.ready\",\"title\":\"%s\","
+	         "{\"user\":\"%s\",\"type\":\"test.ready\",\"title\":\"%s\","
 	         "\"channels\":[\"inapp\"],\"idempotency_key\":\"%s\"}",
 	         T.bob, title, key);
 	id3 = send_ok(body, st, sizeof(st));
@@ -673,7 +673,7 @@ test_preferences_off(void **state)
 	unique(user, sizeof(user), "pref");
 	make_auth(auth, sizeof(auth), user, NULL);
 	api(&r, "PUT", auth,
-	    "{\"preferences\":[{\"type\":\"feed.like\",\"channel\":\"inapp\","
+	    "{\"preferences\":[{\"type\":\"test.like\",\"channel\":\"inapp\","
 	    "\"enabled\":false}]}",
 	    "/api/v1/me/notification-preferences");
 	expect(&r, 200);
@@ -683,7 +683,7 @@ test_preferences_off(void **state)
 	j = body_json(&r);
 	p = json_array_get(json_object_get(j, "preferences"), 0);
 	assert_string_equal(json_string_value(json_object_get(p, "type")),
-	                    "feed.like");
+	                    "test.like");
 	assert_string_equal(json_string_value(json_object_get(p, "channel")),
 	                    "inapp");
 	assert_true(json_is_false(json_object_get(p, "enabled")));
@@ -691,7 +691,7 @@ test_preferences_off(void **state)
 	h_resp_free(&r);
 	/* A bad channel in preferences. */
 	api(&r, "PUT", auth,
-	    "{\"preferences\":[{\"type\":\"feed.like\",\"channel\":\"fax\","
+	    "{\"preferences\":[{\"type\":\"test.like\",\"channel\":\"fax\","
 	    "\"enabled\":false}]}",
 	    "/api/v1/me/notification-preferences");
 	expect_error(&r, 400, "INVALID_ARGUMENT");
@@ -700,12 +700,12 @@ test_preferences_off(void **state)
 	unique(t1, sizeof(t1), "off");
 	unique(t2, sizeof(t2), "on");
 	snprintf(body, sizeof(body),
-	         "{\"user\":\"%s\",\"type\":\"feed.like\",\"title\":\"%s\","
+	         "{\"user\":\"%s\",\"type\":\"test.like\",\"title\":\"%s\","
 	         "\"channels\":[\"inapp\"]}",
 	         user, t1);
 	id1 = send_ok(body, NULL, 0);
 	snprintf(body, sizeof(body),
-	         "{\"user\":\"%s\",\"type\":\"feed.comment\",\"title\":\"%s\","
+	         "{\"user\":\"%s\",\"type\":\"test.comment\",\"title\":\"%s\","
 	         "\"channels\":[\"inapp\"]}",
 	         user, t2);
 	id2 = send_ok(body, NULL, 0);
@@ -1109,7 +1109,7 @@ test_digest(void **state)
 	unique(group, sizeof(group), "post");
 	for (int i = 0; i < 3; i++) {
 		snprintf(body, sizeof(body),
-		         "{\"user\":\"%s\",\"type\":\"feed.like\",\"title\":"
+		         "{\"user\":\"%s\",\"type\":\"test.like\",\"title\":"
 		         "\"%s\",\"channels\":[\"inapp\"],\"priority\":\"low\","
 		         "\"group\":\"%s\"}",
 		         user, title, group);
@@ -1125,6 +1125,45 @@ test_digest(void **state)
 		assert_non_null(strstr(r.body, "(+2 more)"));
 		h_resp_free(&r);
 	}
+}
+
+/*
+ * Templates (deploy/templates): a type with one renders the message from
+ * the Send's vars (the inbox shows the rendered title and body); one of its
+ * variables missing refuses the Send with 400, and nothing is queued.
+ */
+static void
+test_templates(void **state)
+{
+	char user[64], auth[1024], body[1024], want[128];
+	h_resp r;
+	char *id;
+
+	(void) state;
+	unique(user, sizeof(user), "tmpl");
+	make_auth(auth, sizeof(auth), user, NULL);
+	snprintf(body, sizeof(body),
+	         "{\"user\":\"%s\",\"type\":\"video.ready\","
+	         "\"channels\":[\"inapp\"]}",
+	         user);
+	api(&r, "POST", T.auth_admin, body, "/api/v1/notifications");
+	expect_error(&r, 400, "INVALID_ARGUMENT");
+	assert_non_null(strstr(r.body, "video_title"));
+	h_resp_free(&r);
+	snprintf(body, sizeof(body),
+	         "{\"user\":\"%s\",\"type\":\"video.ready\","
+	         "\"channels\":[\"inapp\"],"
+	         "\"vars\":{\"video_title\":\"Cats <3 & dogs\"}}",
+	         user);
+	id = send_ok(body, NULL, 0);
+	snprintf(want, sizeof(want), "Your video is ready: Cats <3 & dogs");
+	assert_true(wait_inbox(auth, want, 1, 10000));
+	api(&r, "GET", auth, NULL, "/api/v1/me/notifications?limit=10");
+	expect(&r, 200);
+	assert_non_null(strstr(r.body, "has been processed and is ready"));
+	h_resp_free(&r);
+	assert_int_equal(inbox_count(auth, NULL), 1);
+	free(id);
 }
 
 /*
@@ -1154,7 +1193,7 @@ test_dead_letter_replay(void **state)
 	before = atomic_load(&T.rx_count);
 	unique(title, sizeof(title), "deadpush");
 	snprintf(body, sizeof(body),
-	         "{\"user\":\"%s\",\"type\":\"video.ready\",\"title\":\"%s\","
+	         "{\"user\":\"%s\",\"type\":\"test.ready\",\"title\":\"%s\","
 	         "\"channels\":[\"push\",\"inapp\"],\"priority\":\"high\"}",
 	         user, title);
 	id = send_ok(body, NULL, 0);
@@ -1390,6 +1429,7 @@ main(void)
 	    cmocka_unit_test(test_contact),
 	    cmocka_unit_test(test_unsubscribe),
 	    cmocka_unit_test(test_digest),
+	    cmocka_unit_test(test_templates),
 	    cmocka_unit_test(test_dead_letter_replay),
 	    cmocka_unit_test(test_outbox_fault),
 	    cmocka_unit_test(test_kill9),
