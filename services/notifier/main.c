@@ -18,7 +18,8 @@
  *     PostgreSQL and Redis connection and its own providers (channel.h):
  *     they read the streams through the consumer group, high before
  *     normal before low in a weighted order (the first stream tried is
- *     high 3 times in 6, normal 2, low 1, so low never starves), take
+ *     high 3 times in 6, normal 2, low 1, so low never starves; one
+ *     script call tries them in that order), take
  *     over messages left pending longer than NOTIFIER_VISIBILITY_MS by a
  *     worker that died (XAUTOCLAIM), and call nt_process.  A message is
  *     acknowledged (and deleted) once processed; one whose stores failed
@@ -283,7 +284,6 @@ dworker_main(void *arg)
 	size_t n;
 
 	while (!atomic_load(&app.stop)) {
-		bool got = false;
 		int order[NT_PRIOS], k = 0;
 
 		if (cm_mono_ms() >= next_claim) {
@@ -301,17 +301,14 @@ dworker_main(void *arg)
 		for (int p = 1; p <= NT_PRIOS; p++)
 			if (p != order[0])
 				order[k++] = p;
-		for (int i = 0; i < NT_PRIOS && !got; i++) {
-			if (nt_redis_read(d->redis, order[i], 0, msgs, 1, &n) !=
-			    CM_OK) {
-				usleep(200 * 1000);
-				break;
-			}
-			for (size_t j = 0; j < n; j++)
-				handle(d, &msgs[j]);
-			got = n > 0;
+		if (nt_redis_read_first(d->redis, order, NT_PRIOS, msgs, 1,
+		                        &n) != CM_OK) {
+			usleep(200 * 1000);
+			continue;
 		}
-		if (got)
+		for (size_t j = 0; j < n; j++)
+			handle(d, &msgs[j]);
+		if (n > 0)
 			continue;
 		if (nt_redis_read(d->redis, 0, READ_BLOCK_MS, msgs, 1, &n) !=
 		    CM_OK) {

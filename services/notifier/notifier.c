@@ -282,13 +282,7 @@ static int
 record(nt_worker *w, const nt_notification *n, const nt_delivery *d,
        const char *what, int64_t now_ms)
 {
-	int rv;
-
-	if ((rv = w->store->ops->update(w->store->impl, n->id, d,
-	                                now_ms / 1000)) != CM_OK)
-		return (rv);
-	return (w->store->ops->log(w->store->impl, n->id, d->channel,
-	                           d->provider, what, d->last_error, now_ms));
+	return (w->store->ops->record(w->store->impl, n->id, d, what, now_ms));
 }
 
 /*

@@ -32,12 +32,13 @@ struct nt_store_ops {
 	int (*load)(void *impl, int64_t id, cm_arena *a, nt_notification *out);
 	int (*user_ctx)(void *impl, const char *user, const char *type,
 	                cm_arena *a, nt_user_ctx *out);
-	/* Writes one channel's state. */
-	int (*update)(void *impl, int64_t id, const nt_delivery *d,
-	              int64_t now_s);
-	/* One row of the delivery log. */
-	int (*log)(void *impl, int64_t id, int channel, const char *provider,
-	           const char *status, const char *error, int64_t at_ms);
+	/*
+	 * Writes one channel's state and its row of the delivery log
+	 * (what: "sent", "failed", ...; d's provider and last_error), both
+	 * or neither: one commit for the two.
+	 */
+	int (*record)(void *impl, int64_t id, const nt_delivery *d,
+	              const char *what, int64_t now_ms);
 	int (*inbox_put)(void *impl, const nt_notification *n,
 	                 const char *title, const char *body);
 	int (*device_remove)(void *impl, int64_t device_id);
@@ -212,6 +213,12 @@ int nt_redis_read(struct nt_redis *r, int prio, int block_ms, nt_msg *out,
 /* Takes over messages pending longer than idle_ms on the stream of prio. */
 int nt_redis_autoclaim(struct nt_redis *r, int prio, int64_t idle_ms,
                        nt_msg *out, size_t max, size_t *n);
+/*
+ * Reads up to max new messages from the first stream, in the order of
+ * the norder priorities given, that has any (one round trip), no wait.
+ */
+int nt_redis_read_first(struct nt_redis *r, const int *order, size_t norder,
+                        nt_msg *out, size_t max, size_t *n);
 int nt_redis_ack(struct nt_redis *r, const nt_msg *m);
 
 #endif

@@ -77,32 +77,19 @@ m_user_ctx(void *impl, const char *user, const char *type, cm_arena *a,
 }
 
 static int
-m_update(void *impl, int64_t id, const nt_delivery *d, int64_t now_s)
+m_record(void *impl, int64_t id, const nt_delivery *d, const char *what,
+         int64_t now_ms)
 {
 	struct nt_mem *m = impl;
 	int s = slot(m, id);
 
-	(void) now_s;
+	(void) what;
+	(void) now_ms;
 	if (s < 0)
 		return (CM_NOT_FOUND);
 	for (size_t i = 0; i < m->n[s].ndel; i++)
 		if (m->n[s].del[i].channel == d->channel)
 			m->n[s].del[i] = *d;
-	return (CM_OK);
-}
-
-static int
-m_log(void *impl, int64_t id, int channel, const char *provider,
-      const char *status, const char *error, int64_t at_ms)
-{
-	struct nt_mem *m = impl;
-
-	(void) id;
-	(void) channel;
-	(void) provider;
-	(void) status;
-	(void) error;
-	(void) at_ms;
 	m->log++;
 	return (CM_OK);
 }
@@ -180,8 +167,7 @@ static const struct nt_store_ops mem_ops = {
     .unlock = m_unlock,
     .load = m_load,
     .user_ctx = m_user_ctx,
-    .update = m_update,
-    .log = m_log,
+    .record = m_record,
     .inbox_put = m_inbox_put,
     .device_remove = m_device_remove,
     .digest_join = m_digest_join,

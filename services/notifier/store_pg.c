@@ -54,8 +54,7 @@ enum pg_stmt {
 	ST_LOAD,
 	ST_USER,
 	ST_DEVICES,
-	ST_UPDATE,
-	ST_LOG,
+	ST_RECORD,
 	ST_INBOX_PUT,
 	ST_DEVICE_REMOVE,
 	ST_DIGEST_JOIN,
@@ -127,17 +126,16 @@ static const struct {
                     "SELECT id, endpoint FROM notifier.devices "
                     "WHERE user_id = $1 ORDER BY id LIMIT 10",
                     1},
-    [ST_UPDATE] = {"nt_update",
-                   "UPDATE notifier.deliveries SET status = $3, "
+    /* A channel's state and its log row: one statement, one commit. */
+    [ST_RECORD] = {"nt_record",
+                   "WITH u AS (UPDATE notifier.deliveries SET status = $3, "
                    "attempts = $4, provider = $5, last_error = $6, "
                    "next_ms = $7, updated_at = $8 "
-                   "WHERE notification_id = $1 AND channel = $2",
-                   8},
-    [ST_LOG] = {"nt_log",
-                "INSERT INTO notifier.delivery_log (notification_id, "
-                "channel, provider, status, error, at_ms) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                6},
+                   "WHERE notification_id = $1 AND channel = $2) "
+                   "INSERT INTO notifier.delivery_log (notification_id, "
+                   "channel, provider, status, error, at_ms) "
+                   "VALUES ($1, $2, $5, $9, $6, $10)",
+                   10},
     [ST_INBOX_PUT] = {"nt_inbox_put",
                       "INSERT INTO notifier.inbox (id, user_id, type, "
                       "title, body, data, created_at) "
@@ -479,32 +477,21 @@ op_user_ctx(void *impl, const char *user, const char *type, cm_arena *a,
 }
 
 static int
-op_update(void *impl, int64_t id, const nt_delivery *d, int64_t now_s)
+op_record(void *impl, int64_t id, const nt_delivery *d, const char *what,
+          int64_t now_ms)
 {
-	char sid[24], ch[24], st[24], at[24], next[24], now[24];
-	const char *params[8] = {sid,           ch,   st, at, d->provider,
-	                         d->last_error, next, now};
+	char sid[24], ch[24], st[24], at[24], next[24], now[24], at_ms[24];
+	const char *params[10] = {sid,           ch,   st,  at,   d->provider,
+	                          d->last_error, next, now, what, at_ms};
 
 	NUM(sid, id);
 	NUM(ch, d->channel);
 	NUM(st, d->status);
 	NUM(at, d->attempts);
 	NUM(next, d->next_ms);
-	NUM(now, now_s);
-	return (exec_count(impl, ST_UPDATE, params, NULL));
-}
-
-static int
-op_log(void *impl, int64_t id, int channel, const char *provider,
-       const char *status, const char *error, int64_t at_ms)
-{
-	char sid[24], ch[24], at[24];
-	const char *params[6] = {sid, ch, provider, status, error, at};
-
-	NUM(sid, id);
-	NUM(ch, channel);
-	NUM(at, at_ms);
-	return (exec_count(impl, ST_LOG, params, NULL));
+	NUM(now, now_ms / 1000);
+	NUM(at_ms, now_ms);
+	return (exec_count(impl, ST_RECORD, params, NULL));
 }
 
 static int
@@ -591,8 +578,7 @@ static const struct nt_store_ops pg_ops = {
     .unlock = op_unlock,
     .load = op_load,
     .user_ctx = op_user_ctx,
-    .update = op_update,
-    .log = op_log,
+    .record = op_record,
     .inbox_put = op_inbox_put,
     .device_remove = op_device_remove,
     .digest_join = op_digest_join,

@@ -16,7 +16,11 @@
  *   notifier:{q}:thr:<user>:<ch>:<window>   throttle counters
  *
  * Moving due members into the streams is one script (ZRANGEBYSCORE, XADD,
- * ZREM), so a member is never both lost and not yet streamed.  (hiredis
+ * ZREM), so a member is never both lost and not yet streamed.  A worker's
+ * read in its weighted order of the streams is one script too (the first
+ * stream that has a new message answers), and so is the acknowledgement
+ * (XACK, XDEL): one round trip each, measured in tests/bench/notifier.sh
+ * (a delivery was bound by round trips on loopback).  (hiredis
  * formats commands itself: no %zu, sizes go as %d.)  A member
  * scheduled again keeps the earlier of its two times (ZADD LT).
  */
@@ -51,6 +55,19 @@ static const char move_lua[] =
     "  redis.call('ZREM', KEYS[1], m) "
     "end "
     "return #items";
+
+/* KEYS: the streams in the order to try; ARGV: group, consumer, count.
+ * The reply of the first XREADGROUP that found something, or nil. */
+static const char read_first_lua[] =
+    "for i = 1, #KEYS do "
+    "  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], "
+    "'COUNT', ARGV[3], 'STREAMS', KEYS[i], '>') "
+    "  if r then return r end "
+    "end "
+    "return false";
+
+static const char ack_lua[] = "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
+                              "return redis.call('XDEL', KEYS[1], ARGV[2])";
 
 static const char throttle_lua[] =
     "local v = redis.call('INCR', KEYS[1]) "
@@ -210,6 +227,38 @@ entries(const redisReply *list, int prio, nt_msg *out, size_t max, size_t *n)
 	}
 }
 
+/*
+ * The messages of an XREADGROUP reply (taken over: rep is freed).  A
+ * NOGROUP error (a flushed Redis: the streams went) makes the groups
+ * again and reads nothing.
+ */
+static int
+read_reply(struct nt_redis *r, redisReply *rep, nt_msg *out, size_t max,
+           size_t *n)
+{
+	int rv;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    strstr(rep->str, "NOGROUP") != NULL) {
+		freeReplyObject(rep);
+		return (nt_redis_init_groups(r));
+	}
+	if ((rv = reply_check(rep, "xreadgroup")) != CM_OK)
+		return (rv);
+	if (rep->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i < rep->elements; i++) {
+			const redisReply *s = rep->element[i];
+
+			if (s->type != REDIS_REPLY_ARRAY || s->elements < 2 ||
+			    s->element[0]->type != REDIS_REPLY_STRING)
+				continue;
+			entries(s->element[1], prio_of(s->element[0]->str), out,
+			        max, n);
+		}
+	freeReplyObject(rep);
+	return (CM_OK);
+}
+
 int
 nt_redis_read(struct nt_redis *r, int prio, int block_ms, nt_msg *out,
               size_t max, size_t *n)
@@ -218,7 +267,6 @@ nt_redis_read(struct nt_redis *r, int prio, int block_ms, nt_msg *out,
 	char count[16], block[16];
 	size_t argc = 0;
 	redisReply *rep;
-	int rv;
 
 	*n = 0;
 	snprintf(count, sizeof(count), "%zu", max);
@@ -244,26 +292,35 @@ nt_redis_read(struct nt_redis *r, int prio, int block_ms, nt_msg *out,
 			argv[argc++] = ">";
 	}
 	rep = cm_redis_cmdargv(r->r, (int) argc, argv, NULL);
-	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
-	    strncmp(rep->str, "NOGROUP", 7) == 0) {
-		/* The streams went (a flushed Redis): make them again. */
-		freeReplyObject(rep);
-		return (nt_redis_init_groups(r));
-	}
-	if ((rv = reply_check(rep, "xreadgroup")) != CM_OK)
-		return (rv);
-	if (rep->type == REDIS_REPLY_ARRAY)
-		for (size_t i = 0; i < rep->elements; i++) {
-			const redisReply *s = rep->element[i];
+	return (read_reply(r, rep, out, max, n));
+}
 
-			if (s->type != REDIS_REPLY_ARRAY || s->elements < 2 ||
-			    s->element[0]->type != REDIS_REPLY_STRING)
-				continue;
-			entries(s->element[1], prio_of(s->element[0]->str), out,
-			        max, n);
-		}
-	freeReplyObject(rep);
-	return (CM_OK);
+int
+nt_redis_read_first(struct nt_redis *r, const int *order, size_t norder,
+                    nt_msg *out, size_t max, size_t *n)
+{
+	const char *argv[8 + NT_PRIOS];
+	char count[16], nkeys[16];
+	size_t argc = 0;
+
+	*n = 0;
+	if (norder == 0 || norder > NT_PRIOS)
+		return (CM_INVALID_ARGUMENT);
+	snprintf(count, sizeof(count), "%zu", max);
+	snprintf(nkeys, sizeof(nkeys), "%zu", norder);
+	argv[argc++] = "EVAL";
+	argv[argc++] = read_first_lua;
+	argv[argc++] = nkeys;
+	for (size_t i = 0; i < norder; i++) {
+		if (order[i] < 1 || order[i] > NT_PRIOS)
+			return (CM_INVALID_ARGUMENT);
+		argv[argc++] = k_stream[order[i]];
+	}
+	argv[argc++] = GROUP;
+	argv[argc++] = r->consumer;
+	argv[argc++] = count;
+	return (read_reply(r, cm_redis_cmdargv(r->r, (int) argc, argv, NULL),
+	                   out, max, n));
 }
 
 int
@@ -298,13 +355,9 @@ nt_redis_ack(struct nt_redis *r, const nt_msg *m)
 
 	if (m->prio < 1 || m->prio > NT_PRIOS)
 		return (CM_INVALID_ARGUMENT);
-	rep = cm_redis_cmd(r->r, "XACK %s " GROUP " %s", k_stream[m->prio],
-	                   m->entry);
-	if ((rv = reply_check(rep, "xack")) != CM_OK)
-		return (rv);
-	freeReplyObject(rep);
-	rep = cm_redis_cmd(r->r, "XDEL %s %s", k_stream[m->prio], m->entry);
-	if ((rv = reply_check(rep, "xdel")) == CM_OK)
+	rep = cm_redis_cmd(r->r, "EVAL %s 1 %s " GROUP " %s", ack_lua,
+	                   k_stream[m->prio], m->entry);
+	if ((rv = reply_check(rep, "ack")) == CM_OK)
 		freeReplyObject(rep);
 	return (rv);
 }

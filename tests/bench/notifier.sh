@@ -5,7 +5,7 @@
 #
 #   tests/bench/notifier.sh [--duration S] [--rounds R] [--normal N]
 #                           [--high H] [--rate HZ] [--users U]
-#                           [--part 1|2]
+#                           [--part 1|2] [--compare BIN]
 #
 # Builds a Release tree (build-bench-nt/; BENCH_BUILD overrides), starts a
 # private Redis and PostgreSQL (default durability: fsync and
@@ -35,7 +35,9 @@
 #      (default 50).  From the send time of each id (nt_bench, taken just
 #      before its call) and its arrival (nginx's log): p50/p99/max of the
 #      high ones' Send-to-arrival, and the drain rate of the normal ones.
-# --part runs only one of the two (default both).  NOTIFIER_BENCH_ENV
+# --part runs only one of the two (default both).  --compare BIN runs
+# part 2 first with the notifier BIN (e.g. one built from an earlier
+# commit), then with this tree's, in the same run, for a before/after.  NOTIFIER_BENCH_ENV
 # adds K=V words to the notifier's environment (printed with the figures).
 # Everything it started is stopped on exit.
 set -euo pipefail
@@ -52,6 +54,7 @@ NHIGH=1000
 RATE=50
 NUSERS=1000
 PART=all
+COMPARE=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--duration) DURATION=$2; shift 2 ;;
@@ -61,7 +64,8 @@ while [ $# -gt 0 ]; do
 	--rate) RATE=$2; shift 2 ;;
 	--users) NUSERS=$2; shift 2 ;;
 	--part) PART=$2; shift 2 ;;
-	-h | --help) sed -n '3,42p' "$0"; exit 0 ;;
+	--compare) COMPARE=$2; shift 2 ;;
+	-h | --help) sed -n '3,45p' "$0"; exit 0 ;;
 	*) echo "unknown argument $1" >&2; exit 1 ;;
 	esac
 done
@@ -116,6 +120,7 @@ NT_ENV=(NOTIFIER_THROTTLE_MAX=0 NOTIFIER_DIGEST_WINDOW_S=0
 	"NOTIFIER_OUTBOUND_ALLOW=127.0.0.1:$RX_PORT")
 # shellcheck disable=SC2086 # NOTIFIER_BENCH_ENV: extra K=V words
 bench_spawn notifier env "${NT_ENV[@]}" ${NOTIFIER_BENCH_ENV:-} "$NT"
+NT_PID=${BENCH_PIDS[-1]}
 bench_spawn shortener "$BUILD/services/shortener/shortener"
 bench_spawn ratelimiter "$BUILD/services/ratelimiter/ratelimiter"
 bench_wait_healthy "$NT" "$NOTIFIER_ADDR"
@@ -209,14 +214,25 @@ OUT
 }
 
 # ---- 2. delivery
-part2() {
-echo "2. $NUSERS devices at the receiver..." >&2
-"$NTB" devices "$NOTIFIER_ADDR" "$NUSERS" "http://127.0.0.1:$RX_PORT/push" >&2
-echo "2. $NNORMAL normal pushes, then $NHIGH high ones at $RATE/s..." >&2
+part2() { # LABEL BIN: part 2 with the notifier BIN
+local label=$1 base
+if [ "$2" != "$NT" ] || [ -n "$COMPARE" ]; then
+	# shellcheck disable=SC2086 # NOTIFIER_BENCH_ENV: extra K=V words
+	bench_respawn NT_PID "notifier-$label" env "${NT_ENV[@]}" \
+		${NOTIFIER_BENCH_ENV:-} "$2"
+	bench_wait_healthy "$NT" "$NOTIFIER_ADDR"
+fi
+if [ ! -f "$WORK/devices.done" ]; then
+	echo "2. $NUSERS devices at the receiver..." >&2
+	"$NTB" devices "$NOTIFIER_ADDR" "$NUSERS" "http://127.0.0.1:$RX_PORT/push" >&2
+	touch "$WORK/devices.done"
+fi
+echo "2. ($label) $NNORMAL normal pushes, then $NHIGH high ones at $RATE/s..." >&2
+base=$(wc -l <"$WORK/rx/arrivals.log" 2>/dev/null || echo 0)
 t_load=$(date +%s.%N)
 "$NTB" load "$NOTIFIER_ADDR" "$NUSERS" "$NNORMAL" "$NHIGH" "$RATE" \
 	"$WORK/sent.txt" 2>&1 | sed 's/^/   /' >&2 || true
-want=$((NNORMAL + NHIGH))
+want=$((base + NNORMAL + NHIGH))
 waited=0
 prev=-1
 while :; do
@@ -276,7 +292,7 @@ e2e=$(awk -v n="$n_got" -v a="$n_first_send" -v b="$n_last" \
 load_s=$(awk -v a="$t_load" -v b="$n_last" 'BEGIN { printf "%.1f\n", b - a }')
 
 cat <<OUT
-2. delivery: $NUSERS users with one push device each at nginx (2 workers, 200, buffered log);
+2. delivery ($label: $2): $NUSERS users with one push device each at nginx (2 workers, 200, buffered log);
    $NNORMAL normal Sends (64 in flight), then $NHIGH high ones at $RATE/s during the drain
 
 | figure | value | bar |
@@ -298,7 +314,11 @@ col() { awk -v n="$2" '{ print $n }' "$WORK/$1.runs"; }
 sum() { awk -v n="$2" '{ s += $n } END { print s + 0 }' "$WORK/$1.runs"; }
 med() { col "$1" "$2" | bench_median; }
 [ "$PART" = 2 ] || part1 >"$WORK/part1.out"
-[ "$PART" = 1 ] || part2 >"$WORK/part2.out"
+if [ "$PART" != 1 ]; then
+	[ -z "$COMPARE" ] || part2 before "$COMPARE" >"$WORK/part2-before.out"
+	part2 "$([ -n "$COMPARE" ] && echo after || echo this tree)" "$NT" \
+		>"$WORK/part2.out"
+fi
 cat <<OUT
 
 machine: $MACHINE_START
@@ -311,4 +331,5 @@ shipped gateway: defaults (GATEWAY_RATELIMIT=1, deploy/ratelimit-rules.yaml, cap
 
 OUT
 [ "$PART" = 2 ] || cat "$WORK/part1.out"
+[ "$PART" = 1 ] || [ -z "$COMPARE" ] || cat "$WORK/part2-before.out"
 [ "$PART" = 1 ] || cat "$WORK/part2.out"

@@ -196,9 +196,9 @@ pct_ms(double p)
 	if (n == 0)
 		return (0);
 	qsort(B.lat_us, (size_t) n, sizeof(*B.lat_us), cmp64);
-	return (B.lat_us[(long) (n * p / 100) < n ? (long) (n * p / 100)
-	                                          : n - 1] /
-	        1000.0);
+	return (
+	    B.lat_us[(long) (n * p / 100) < n ? (long) (n * p / 100) : n - 1] /
+	    1000.0);
 }
 
 /* Starts window slots of kind k and waits until limit calls are done
@@ -286,8 +286,9 @@ main(int argc, char **argv)
 		    NULL)
 			return (1);
 		el = run_window(K_NORMAL, 64, nn, 0);
-		fprintf(stderr, "nt_bench: %ld normal sends in %.2f s (%.0f/s)\n",
-		        nn, el, nn / el);
+		fprintf(stderr,
+		        "nt_bench: %ld normal sends in %.2f s (%.0f/s)\n", nn,
+		        el, nn / el);
 		/* The high ones at a steady rate, each on its own schedule
 		 * (not after the previous answer). */
 		atomic_store(&B.stop, 0);
