@@ -185,7 +185,7 @@ relay_wait(int ms)
  * Returns the rows moved, or -1 when a store failed.
  */
 static int
-relay_outbox(struct nt_pg *pg, struct nt_redis *r, struct nt_queue *q)
+relay_outbox(struct nt_pg *pg, struct nt_redis *r)
 {
 	nt_outbox_row rows[RELAY_BATCH];
 	int64_t now = cm_now_ms();
@@ -208,15 +208,8 @@ relay_outbox(struct nt_pg *pg, struct nt_redis *r, struct nt_queue *q)
 		usleep(300 * 1000); /* let the accepted answers go out */
 		_exit(17);
 	}
-	for (size_t i = 0; i < n; i++) {
-		int rv = rows[i].due_ms > now
-		             ? q->ops->schedule(q->impl, rows[i].priority,
-		                                rows[i].id, rows[i].due_ms)
-		             : nt_redis_push(r, rows[i].priority, rows[i].id);
-
-		if (rv != CM_OK)
-			return (-1);
-	}
+	if (nt_redis_relay(r, rows, n, now) != CM_OK)
+		return (-1);
 	if (nt_pg_outbox_done(pg, rows, n) != CM_OK)
 		return (-1);
 	cm_counter_add(app.relayed, n);
@@ -229,16 +222,14 @@ relay_main(void *arg)
 	struct nt_pg *pg = nt_pg_new(app.database_url);
 	struct nt_redis *r =
 	    nt_redis_new(app.redis_url, REDIS_TIMEOUT_MS, "relay");
-	struct nt_queue q;
 	size_t moved;
 	int n;
 
 	(void) arg;
-	nt_redis_queue(r, &q);
 	while (!atomic_load(&app.stop)) {
 		nt_pg_set_deadline(pg, 0);
 		do {
-			n = relay_outbox(pg, r, &q);
+			n = relay_outbox(pg, r);
 		} while (n == RELAY_BATCH && !atomic_load(&app.stop));
 		do {
 			moved = 0;

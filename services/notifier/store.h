@@ -217,6 +217,10 @@ int nt_redis_autoclaim(struct nt_redis *r, int prio, int64_t idle_ms,
  * Reads up to max new messages from the first stream, in the order of
  * the norder priorities given, that has any (one round trip), no wait.
  */
+/* Outbox rows into the streams (due by now_ms) or the due-time set, in
+ * one pipeline. */
+int nt_redis_relay(struct nt_redis *r, const nt_outbox_row *rows, size_t n,
+                   int64_t now_ms);
 int nt_redis_read_first(struct nt_redis *r, const int *order, size_t norder,
                         nt_msg *out, size_t max, size_t *n);
 int nt_redis_ack(struct nt_redis *r, const nt_msg *m);

@@ -159,6 +159,51 @@ nt_redis_push(struct nt_redis *r, int prio, int64_t id)
 	return (rv);
 }
 
+/*
+ * Relays outbox rows in one pipeline: due ones onto their stream (XADD),
+ * later ones into the due-time set (ZADD LT).  One round trip for a
+ * batch instead of one per row: a high-priority row behind a batch of
+ * normal ones waits for the batch (tests/bench/notifier.sh).  Every reply
+ * is read, so the connection stays in step; CM_OK only if each command
+ * succeeded (the rows are relayed again otherwise, which is harmless).
+ */
+int
+nt_redis_relay(struct nt_redis *r, const nt_outbox_row *rows, size_t n,
+               int64_t now_ms)
+{
+	size_t sent = 0;
+	int rv = CM_OK;
+
+	for (size_t i = 0; i < n; i++) {
+		int p = rows[i].priority < 1 || rows[i].priority > NT_PRIOS
+		            ? 2
+		            : rows[i].priority;
+		int a = rows[i].due_ms > now_ms
+		            ? cm_redis_append(r->r,
+		                              "ZADD " K_DUE " LT %" PRId64
+		                              " %d:%" PRId64,
+		                              rows[i].due_ms, p, rows[i].id)
+		            : cm_redis_append(r->r, "XADD %s * n %" PRId64,
+		                              k_stream[p], rows[i].id);
+
+		if (a != 0) {
+			rv = CM_UNAVAILABLE;
+			break;
+		}
+		sent++;
+	}
+	for (size_t i = 0; i < sent; i++) {
+		redisReply *rep = cm_redis_get_reply(r->r);
+		int c = reply_check(rep, "relay");
+
+		if (c == CM_OK)
+			freeReplyObject(rep);
+		else if (rv == CM_OK)
+			rv = c;
+	}
+	return (rv);
+}
+
 int
 nt_redis_len(struct nt_redis *r, int prio, long long *len)
 {

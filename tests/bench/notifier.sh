@@ -30,9 +30,9 @@
 #   2. delivery: U users (default 1000) get one push device each, all at
 #      the nginx receiver (NOTIFIER_OUTBOUND_ALLOW=its ip:port), which
 #      answers 200 and logs "$msec $http_idempotency_key".  N normal
-#      pushes (default 100000) are sent as fast as 64 in flight go, then,
-#      while they drain, H high ones (default 1000) at HZ a second
-#      (default 50).  From the send time of each id (nt_bench, taken just
+#      pushes (default 100000) are sent as fast as 64 in flight go; once
+#      half of them are accepted, H high ones (default 1000) at HZ a
+#      second (default 50) beside them, so that they meet the backlog.  From the send time of each id (nt_bench, taken just
 #      before its call) and its arrival (nginx's log): p50/p99/max of the
 #      high ones' Send-to-arrival, and the drain rate of the normal ones.
 # --part runs only one of the two (default both).  --compare BIN runs
@@ -227,7 +227,7 @@ if [ ! -f "$WORK/devices.done" ]; then
 	"$NTB" devices "$NOTIFIER_ADDR" "$NUSERS" "http://127.0.0.1:$RX_PORT/push" >&2
 	touch "$WORK/devices.done"
 fi
-echo "2. ($label) $NNORMAL normal pushes, then $NHIGH high ones at $RATE/s..." >&2
+echo "2. ($label) $NNORMAL normal pushes, $NHIGH high ones at $RATE/s from half-way..." >&2
 base=$(wc -l <"$WORK/rx/arrivals.log" 2>/dev/null || echo 0)
 t_load=$(date +%s.%N)
 "$NTB" load "$NOTIFIER_ADDR" "$NUSERS" "$NNORMAL" "$NHIGH" "$RATE" \
@@ -293,7 +293,7 @@ load_s=$(awk -v a="$t_load" -v b="$n_last" 'BEGIN { printf "%.1f\n", b - a }')
 
 cat <<OUT
 2. delivery ($label: $2): $NUSERS users with one push device each at nginx (2 workers, 200, buffered log);
-   $NNORMAL normal Sends (64 in flight), then $NHIGH high ones at $RATE/s during the drain
+   $NNORMAL normal Sends (64 in flight); from half of them accepted on, $NHIGH high ones at $RATE/s beside them
 
 | figure | value | bar |
 |---|---:|---|

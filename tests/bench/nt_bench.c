@@ -15,7 +15,8 @@
  *       URL/<user>.
  *   nt_bench load ADDR USERS NORMAL HIGH RATE OUT
  *       NORMAL normal-priority pushes spread over users nb*, as fast as a
- *       window of 64 goes, then HIGH high-priority ones at RATE a second;
+ *       window of 64 goes; once half of them are accepted, HIGH
+ *       high-priority ones at RATE a second beside them;
  *       writes one line per accepted Send to OUT:
  *       "<n|h> <id> <send time, Unix s with ms fraction>", the time taken
  *       just before the call, so Send-to-arrival includes the accept.
@@ -49,7 +50,8 @@ struct bench {
 	const char *url; /* devices: endpoint base */
 	int users;
 	atomic_long issued, done, errors;
-	long limit; /* calls to issue, 0 = until stop */
+	atomic_long hissued, hdone; /* the high ones of load */
+	long limit;                 /* calls to issue, 0 = until stop */
 	atomic_int stop;
 	int64_t *lat_us;
 	atomic_long nlat;
@@ -109,7 +111,7 @@ on_done(void *arg, const cm_rpc_result *res)
 			notifier__send_response__free_unpacked(r, NULL);
 		}
 	}
-	atomic_fetch_add(&b->done, 1);
+	atomic_fetch_add(s->kind == K_HIGH ? &b->hdone : &b->done, 1);
 	if (s->kind != K_HIGH && !atomic_load(&b->stop))
 		issue(s);
 	else if (s->kind == K_HIGH)
@@ -159,9 +161,10 @@ issue(struct slot *s)
 	cm_rpc_meta meta = {0};
 	const char *method;
 	size_t len;
-	long n = atomic_fetch_add(&b->issued, 1);
+	long n = s->kind == K_HIGH ? atomic_fetch_add(&b->hissued, 1)
+	                           : atomic_fetch_add(&b->issued, 1);
 
-	if (b->limit > 0 && n >= b->limit)
+	if (s->kind != K_HIGH && b->limit > 0 && n >= b->limit)
 		return;
 	s->n = n;
 	len = pack(s, &method);
@@ -201,10 +204,13 @@ pct_ms(double p)
 	    1000.0);
 }
 
+static void send_high(long nh, double rate);
+
 /* Starts window slots of kind k and waits until limit calls are done
- * (limit > 0) or secs have passed; returns the seconds taken. */
+ * (limit > 0) or secs have passed; returns the seconds taken.  With nh,
+ * once half the limit is done, sends nh high ones at rate meanwhile. */
 static double
-run_window(enum kind k, int window, long limit, int secs)
+run_window(enum kind k, int window, long limit, int secs, long nh, double rate)
 {
 	struct slot *slots = calloc((size_t) window, sizeof(*slots));
 	int64_t t0 = cm_mono_us(), end = t0 + (int64_t) secs * 1000000;
@@ -221,6 +227,11 @@ run_window(enum kind k, int window, long limit, int secs)
 		slots[i].kind = k;
 		issue(&slots[i]);
 	}
+	if (nh > 0) {
+		while (atomic_load(&B.done) < limit / 2)
+			usleep(1000);
+		send_high(nh, rate);
+	}
 	while (limit > 0 ? atomic_load(&B.done) < limit : cm_mono_us() < end)
 		usleep(1000);
 	el = (cm_mono_us() - t0) / 1e6;
@@ -235,6 +246,27 @@ run_window(enum kind k, int window, long limit, int secs)
 	usleep(100000);
 	free(slots);
 	return (el);
+}
+
+/* The high ones at a steady rate, each on its own schedule (not after
+ * the previous answer), while the normal ones go on. */
+static void
+send_high(long nh, double rate)
+{
+	int64_t t0 = cm_mono_us();
+
+	for (long i = 0; i < nh; i++) {
+		int64_t at = t0 + (int64_t) (i * 1e6 / rate);
+		struct slot *s = calloc(1, sizeof(*s));
+
+		while (cm_mono_us() < at)
+			usleep(200);
+		if (s == NULL)
+			exit(1);
+		s->b = &B;
+		s->kind = K_HIGH;
+		issue(s);
+	}
 }
 
 static int
@@ -264,7 +296,8 @@ main(int argc, char **argv)
 	B.users = 1000;
 
 	if (strcmp(argv[1], "send") == 0 && argc == 5) {
-		double el = run_window(K_SEND, atoi(argv[4]), 0, atoi(argv[3]));
+		double el =
+		    run_window(K_SEND, atoi(argv[4]), 0, atoi(argv[3]), 0, 0);
 		long ok = B.ok_at_stop;
 
 		printf("%.0f %.3f %.3f %ld %ld\n", ok / el, pct_ms(50),
@@ -272,7 +305,7 @@ main(int argc, char **argv)
 	} else if (strcmp(argv[1], "devices") == 0 && argc == 5) {
 		B.users = atoi(argv[3]);
 		B.url = argv[4];
-		run_window(K_DEVICE, 16, B.users, 0);
+		run_window(K_DEVICE, 16, B.users, 0, 0, 0);
 		printf("%ld devices added, %ld errors\n", atomic_load(&B.nlat),
 		       atomic_load(&B.errors));
 	} else if (strcmp(argv[1], "load") == 0 && argc == 8) {
@@ -285,30 +318,11 @@ main(int argc, char **argv)
 		if ((B.recs = calloc((size_t) B.maxrecs, sizeof(*B.recs))) ==
 		    NULL)
 			return (1);
-		el = run_window(K_NORMAL, 64, nn, 0);
+		el = run_window(K_NORMAL, 64, nn, 0, nh, rate);
 		fprintf(stderr,
 		        "nt_bench: %ld normal sends in %.2f s (%.0f/s)\n", nn,
 		        el, nn / el);
-		/* The high ones at a steady rate, each on its own schedule
-		 * (not after the previous answer). */
-		atomic_store(&B.stop, 0);
-		atomic_store(&B.issued, 0);
-		atomic_store(&B.done, 0);
-		B.limit = 0;
-		int64_t t0 = cm_mono_us();
-		for (long i = 0; i < nh; i++) {
-			int64_t at = t0 + (int64_t) (i * 1e6 / rate);
-			struct slot *s = calloc(1, sizeof(*s));
-
-			while (cm_mono_us() < at)
-				usleep(200);
-			if (s == NULL)
-				return (1);
-			s->b = &B;
-			s->kind = K_HIGH;
-			issue(s);
-		}
-		for (int i = 0; i < 1000 && atomic_load(&B.done) < nh; i++)
+		for (int i = 0; i < 1000 && atomic_load(&B.hdone) < nh; i++)
 			usleep(10000);
 		if ((f = fopen(argv[7], "w")) == NULL)
 			return (1);
