@@ -120,6 +120,7 @@ NT_ENV=(NOTIFIER_THROTTLE_MAX=0 NOTIFIER_DIGEST_WINDOW_S=0
 	"NOTIFIER_OUTBOUND_ALLOW=127.0.0.1:$RX_PORT")
 # shellcheck disable=SC2086 # NOTIFIER_BENCH_ENV: extra K=V words
 bench_spawn notifier env "${NT_ENV[@]}" ${NOTIFIER_BENCH_ENV:-} "$NT"
+# shellcheck disable=SC2034 # read by bench_respawn
 NT_PID=${BENCH_PIDS[-1]}
 bench_spawn shortener "$BUILD/services/shortener/shortener"
 bench_spawn ratelimiter "$BUILD/services/ratelimiter/ratelimiter"
