@@ -1279,9 +1279,25 @@ test_email(void **state)
 		assert_true(u[strlen(u) - 1] == '>');
 		u[strlen(u) - 1] = '\0';
 		snprintf(url, sizeof(url), "%s/u/%s", T.gw_url, u + bl);
+		/* A GET (a link scanner) must not unsubscribe (RFC 8058). */
+		h_http(&r, "GET", url, NULL, NULL, 0);
+		assert_true(r.status >= 400);
+		h_resp_free(&r);
+		api(&r, "GET", auth, NULL,
+		    "/api/v1/me/notification-preferences");
+		expect(&r, 200);
+		assert_null(strstr(r.body, "\"enabled\":false"));
+		h_resp_free(&r);
 		h_http(&r, "POST", url, hdrs, "List-Unsubscribe=One-Click",
 		       strlen("List-Unsubscribe=One-Click"));
 		expect(&r, 200);
+		h_resp_free(&r);
+		api(&r, "GET", auth, NULL,
+		    "/api/v1/me/notification-preferences");
+		expect(&r, 200);
+		assert_non_null(strstr(r.body, "\"type\":\"video.ready\","
+		                               "\"channel\":\"email\","
+		                               "\"enabled\":false"));
 		h_resp_free(&r);
 		free(u);
 	}
@@ -1333,6 +1349,9 @@ test_email(void **state)
 	id = send_ok(body);
 	expect_final(id, "email", "dead");
 	expect_channel(id, "email", "attempts", "1");
+	s = channel_field(id, "email", "last_error");
+	assert_non_null(strstr(s, "CR/LF"));
+	free(s);
 	expect_final(id, "inapp", "sent");
 	h_msleep(300);
 	assert_int_equal(mail_count(), 0);
@@ -1693,6 +1712,11 @@ test_ssrf(void **state)
 	    {"http://169.254.169.254", NONE, "/latest/meta-data/", true},
 	    {"http://0.0.0.0", TRAP, "/x", true},
 	    {"http://127.0.0.1", TRAP, "/x", true},
+	    /* Other spellings of loopback libcurl accepts. */
+	    {"http://2130706433", TRAP, "/x", true},
+	    {"http://0x7f.0.0.1", TRAP, "/x", true},
+	    {"http://[::]", TRAP, "/x", true},
+	    {"http://ntfy.example@127.0.0.1", TRAP, "/x", true},
 	    {"http://127.0.0.1", REDIR, "/redirect", false},
 	};
 	enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
