@@ -81,6 +81,8 @@ typedef struct rcv {
 	int active; /* connection threads running */
 	int status;
 	char location[256];
+	char retry_after[32];
+	int times; /* > 0: answers left before status is 200 again */
 	int conns;
 	int nreq;
 	rcv_req reqs[RCV_MAX_REQ];
@@ -98,6 +100,18 @@ rcv_answer(rcv *r, int status, const char *location)
 	r->status = status;
 	snprintf(r->location, sizeof(r->location), "%s",
 	         location != NULL ? location : "");
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* The next n answers are status with Retry-After, then 200 again. */
+static void
+rcv_answer_n(rcv *r, int n, int status, const char *retry_after)
+{
+	pthread_mutex_lock(&r->mu);
+	r->status = status;
+	r->times = n;
+	snprintf(r->retry_after, sizeof(r->retry_after), "%s",
+	         retry_after != NULL ? retry_after : "");
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -290,9 +304,15 @@ rcv_conn_main(void *arg)
 		pthread_cond_wait(&r->cv, &r->mu);
 	snprintf(buf, sizeof(buf),
 	         "HTTP/1.1 %d Test\r\nContent-Length: 2\r\n"
-	         "Connection: close\r\n%s%s%s\r\nok",
+	         "Connection: close\r\n%s%s%s%s%s%s\r\nok",
 	         r->status, r->location[0] ? "Location: " : "", r->location,
-	         r->location[0] ? "\r\n" : "");
+	         r->location[0] ? "\r\n" : "",
+	         r->retry_after[0] ? "Retry-After: " : "", r->retry_after,
+	         r->retry_after[0] ? "\r\n" : "");
+	if (r->times > 0 && --r->times == 0) {
+		r->status = 200;
+		r->retry_after[0] = '\0';
+	}
 	pthread_mutex_unlock(&r->mu);
 	/* The client may be gone (killed mid-send): no SIGPIPE. */
 	(void) send(c->fd, buf, strlen(buf), MSG_NOSIGNAL);
@@ -1497,6 +1517,57 @@ rcv_at(rcv *r, int i)
 }
 
 /*
+ * What a push endpoint answers steers the engine: 429 with Retry-After
+ * puts the next attempt no sooner than it asks (the backoff alone would
+ * be 100-200 ms here), then the message goes; 410 means the device is
+ * gone: the channel is dead at once and the device is removed.
+ */
+static void
+test_push_retry_after_and_gone(void **state)
+{
+	char user[64], auth[1024], body[1024], ep[256], *id;
+	int64_t t0, t1;
+	h_resp r;
+
+	(void) state;
+	new_user(user, sizeof(user), auth, sizeof(auth), "gone");
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/up/%s", T.push->port,
+	         user);
+	add_device(auth, ep);
+	rcv_clear(T.push);
+	snprintf(body, sizeof(body),
+	         "{\"user\":\"%s\",\"type\":\"test.busy\",\"title\":\"t\","
+	         "\"body\":\"b\",\"channels\":[\"push\"],"
+	         "\"priority\":\"high\"}",
+	         user);
+	rcv_answer_n(T.push, 1, 429, "1");
+	id = send_ok(body);
+	expect_final(id, "push", "sent");
+	expect_channel(id, "push", "attempts", "2");
+	assert_int_equal(rcv_nreq(T.push), 2);
+	expect_keys(T.push, 0, 2, id);
+	t0 = rcv_at(T.push, 0);
+	t1 = rcv_at(T.push, 1);
+	if (t1 - t0 < 950)
+		fail_msg("retried after %lld ms, Retry-After said 1 s",
+		         (long long) (t1 - t0));
+	free(id);
+
+	rcv_clear(T.push);
+	rcv_answer_n(T.push, 1, 410, NULL);
+	id = send_ok(body);
+	expect_final(id, "push", "dead");
+	expect_channel(id, "push", "attempts", "1");
+	assert_int_equal(rcv_nreq(T.push), 1);
+	api(&r, "GET", auth, NULL, "/api/v1/me/devices");
+	expect(&r, 200);
+	assert_null(strstr(r.body, ep));
+	h_resp_free(&r);
+	free(id);
+	rcv_clear(T.push);
+}
+
+/*
  * The SMS provider down: the primary answers 500.  Three attempts with
  * growing backoff, dead, listed under dead letters; a replay after it
  * recovers delivers the SMS only (the inbox copy stays one).  Then
@@ -1845,6 +1916,7 @@ main(void)
 	    cmocka_unit_test(test_email),
 	    cmocka_unit_test(test_push_sms),
 	    cmocka_unit_test(test_ssrf),
+	    cmocka_unit_test(test_push_retry_after_and_gone),
 	    cmocka_unit_test(test_sms_down_failover),
 	    cmocka_unit_test(test_kill_mid_send),
 	};
