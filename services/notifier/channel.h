@@ -99,6 +99,18 @@ typedef struct nt_outbound_cfg {
 } nt_outbound_cfg;
 
 /*
+ * Why a push endpoint URL whose host is an IP address literal (as libcurl
+ * reads it: also "2130706433", "0x7f.1", "[::ffff:127.0.0.1]") would be
+ * refused by the send-time check, or NULL when it would not be or when
+ * the host is a name (a name is judged only at send time, on the address
+ * it resolves to then: a look-up now would prove nothing about later).
+ * allow is NOTIFIER_OUTBOUND_ALLOW's list (may be NULL); its ip:port
+ * entries are exempt, the port being the URL's or its scheme's default.
+ * A courtesy at registration; the send-time check decides.
+ */
+const char *nt_endpoint_refusal(const char *url, const char *allow);
+
+/*
  * The providers of the configuration (environment, read once):
  *   NOTIFIER_SMTP_URL           smtp://host:port of the relay (email)
  *   NOTIFIER_SMTP_URL_2         the secondary relay (optional)

@@ -813,6 +813,58 @@ test_guard_allow_list(void **state)
 	assert_int_equal(a.n, 0);
 }
 
+/*
+ * Registration's courtesy check: address literals the guard would refuse,
+ * in the spellings libcurl reads, are refused unless allowed; names and
+ * public addresses pass (names are judged at send time).
+ */
+static void
+test_endpoint_refusal(void **state)
+{
+	static const char *const refused[] = {
+	    "http://10.1.2.3/x",
+	    "http://127.0.0.1:8081/x",
+	    "http://2130706433:8081/x",
+	    "http://0x7f.0.0.1:8081/x",
+	    "http://127.1:8081/x",
+	    "http://[::1]:8081/x",
+	    "http://[::ffff:127.0.0.1]:8081/x",
+	    "http://[::]:8081/x",
+	    "http://169.254.169.254/latest/meta-data/",
+	    "http://0.0.0.0:8081/x",
+	    "https://192.168.1.1/x",
+	    "http://user@127.0.0.1:8081/x",
+	    "http://127.0.0.1/x",
+	    /* Allowed means exactly that ip:port. */
+	    "http://[::1]:8080/x",
+	    "http://[::ffff:127.0.0.1]:8080/x",
+	    "http://127.0.0.1:9000/x",
+	};
+	static const char *const passed[] = {
+	    "https://ntfy.sh/topic",
+	    "http://localhost:8080/x",
+	    "http://93.184.216.34/x",
+	    "http://[2606:4700::1111]/x",
+	    "http://127.0.0.1:8080/allowed",
+	    "http://[::1]:9000/allowed",
+	    "not a url",
+	};
+	const char *allow = "127.0.0.1:8080,[::1]:9000";
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		if (nt_endpoint_refusal(refused[i], allow) == NULL)
+			fail_msg("not refused: %s", refused[i]);
+	for (size_t i = 0; i < sizeof(passed) / sizeof(passed[0]); i++)
+		if (nt_endpoint_refusal(passed[i], allow) != NULL)
+			fail_msg("refused: %s (%s)", passed[i],
+			         nt_endpoint_refusal(passed[i], allow));
+	/* The allow list's spellings are libcurl's: 2130706433 is
+	 * 127.0.0.1 there too. */
+	assert_null(nt_endpoint_refusal("http://2130706433:8080/x", allow));
+	assert_non_null(nt_endpoint_refusal("http://127.0.0.1:8080/x", NULL));
+}
+
 static void
 test_url_scheme(void **state)
 {
@@ -1074,6 +1126,7 @@ main(void)
 	    cmocka_unit_test(test_phone_validation),
 	    cmocka_unit_test(test_guard_classification),
 	    cmocka_unit_test(test_guard_allow_list),
+	    cmocka_unit_test(test_endpoint_refusal),
 	    cmocka_unit_test(test_url_scheme),
 	    cmocka_unit_test(test_push_refusals),
 	    cmocka_unit_test(test_retry_after),

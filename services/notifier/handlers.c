@@ -364,6 +364,7 @@ h_add_device(cm_rpc_ctx *ctx, const ProtobufCMessage *in,
 	const Notifier__AddDeviceRequest *rq =
 	    (const Notifier__AddDeviceRequest *) in;
 	const char *platform = rq->platform != NULL ? rq->platform : "";
+	const char *why;
 	Notifier__Device *d;
 	int rv;
 
@@ -374,6 +375,10 @@ h_add_device(cm_rpc_ctx *ctx, const ProtobufCMessage *in,
 		                     "endpoint: an http(s) URL of at most %d "
 		                     "bytes",
 		                     NT_ENDPOINT_MAX));
+	if ((why = nt_endpoint_refusal(rq->endpoint,
+	                               svc(ctx)->outbound_allow)) != NULL)
+		return (cm_rpc_error(ctx, CM_INVALID_ARGUMENT,
+		                     "endpoint: the address is %s", why));
 	if (strlen(platform) > 32 ||
 	    strspn(platform, "abcdefghijklmnopqrstuvwxyz0123456789._-") !=
 	        strlen(platform))

@@ -15,6 +15,8 @@ struct nt_svc {
 	struct nt_batcher *batcher;
 	void (*wake_relay)(void); /* work was committed to the outbox */
 	const char *unsubscribe_key;
+	/* NOTIFIER_OUTBOUND_ALLOW (may be NULL): see nt_endpoint_refusal. */
+	const char *outbound_allow;
 };
 
 /*

@@ -522,6 +522,7 @@ serve(void)
 	app.svc.batcher = app.batcher;
 	app.svc.wake_relay = wake_relay;
 	app.svc.unsubscribe_key = ec.unsubscribe_key;
+	app.svc.outbound_allow = cm_env_str("NOTIFIER_OUTBOUND_ALLOW", NULL);
 	if (pthread_create(&app.relay, NULL, relay_main, NULL) != 0)
 		fatalx("event=relay_start");
 	workers_start(dworkers);

@@ -182,6 +182,55 @@ nt_addr_refusal(const struct sockaddr *sa)
 	return ("not an IP address");
 }
 
+const char *
+nt_endpoint_refusal(const char *url, const char *allow)
+{
+	nt_allow al;
+	char errbuf[160];
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *) &ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *) &ss;
+	const char *why = NULL;
+	char *host = NULL, *port = NULL;
+	CURLU *u;
+	size_t hl;
+	long p;
+
+	if ((u = curl_url()) == NULL)
+		return (NULL);
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+	        CURLUE_OK)
+		goto out; /* a URL libcurl cannot read fails at send time */
+	p = strtol(port, NULL, 10);
+	memset(&ss, 0, sizeof(ss));
+	hl = strlen(host);
+	if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
+		host[hl - 1] = '\0';
+		if (strchr(host, '%') != NULL ||
+		    inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
+			goto out;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t) p);
+	} else if (inet_aton(host, &s4->sin_addr) != 0) {
+		/* inet_aton, as the resolver: "2130706433", "0x7f.1". */
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t) p);
+	} else {
+		goto out; /* a name */
+	}
+	if (nt_allow_parse(allow, &al, errbuf, sizeof(errbuf)) != 0)
+		al.n = 0; /* a bad list stops the service at start-up */
+	if (!nt_allow_match(&al, (struct sockaddr *) &ss))
+		why = nt_addr_refusal((struct sockaddr *) &ss);
+out:
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return (why);
+}
+
 /* "1.2.3.4:80" or "[::1]:80" of sa into buf. */
 static void
 addr_format(const struct sockaddr *sa, char *buf, size_t len)
