@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
@@ -77,8 +78,14 @@ usage(const cm_cli *cli, FILE *f)
  * Health.Check over RPC.  The client fails at once while no server is
  * connected, so give the dialer the timeout to connect first.
  */
-int
-cm_cli_rpc_health(const char *addr, int timeout_ms)
+/*
+ * The probe.  keep_open leaves the client open for the process's exit to
+ * take away: NNG 1.5.2's nng_close can hang when it meets a TLS dialer in
+ * the middle of a handshake, which a probe on a loaded machine sometimes
+ * does, and a probe that hangs is a health check that never answers.
+ */
+static int
+rpc_health(const char *addr, int timeout_ms, bool keep_open)
 {
 	cm_rpc_client *c;
 	Health__HealthCheckRequest req = HEALTH__HEALTH_CHECK_REQUEST__INIT;
@@ -96,7 +103,8 @@ cm_cli_rpc_health(const char *addr, int timeout_ms)
 		nng_msleep(5);
 	if (cm_rpc_client_connected(c) == 0) {
 		fprintf(stderr, "health: %s: cannot connect\n", addr);
-		cm_rpc_client_close(c);
+		if (!keep_open)
+			cm_rpc_client_close(c);
 		return (PROBE_UNREACHABLE);
 	}
 	cm_arena_init(&arena);
@@ -104,7 +112,8 @@ cm_cli_rpc_health(const char *addr, int timeout_ms)
 	                   &health__health_check_response__descriptor,
 	                   (ProtobufCMessage **) &rep, deadline, &arena, msg,
 	                   sizeof(msg));
-	cm_rpc_client_close(c);
+	if (!keep_open)
+		cm_rpc_client_close(c);
 	if (code == CM_DEADLINE_EXCEEDED || code == CM_UNAVAILABLE) {
 		fprintf(stderr, "health: %s: %s\n", addr, msg);
 		rv = PROBE_UNREACHABLE;
@@ -126,6 +135,20 @@ cm_cli_rpc_health(const char *addr, int timeout_ms)
 	}
 	cm_arena_fini(&arena);
 	return (rv);
+}
+
+int
+cm_cli_rpc_health(const char *addr, int timeout_ms)
+{
+	return (rpc_health(addr, timeout_ms, false));
+}
+
+/* A probe that outlives its timeout (by 5 s) is stuck: unreachable. */
+static void
+probe_alarm(int sig)
+{
+	(void) sig;
+	_exit(PROBE_UNREACHABLE);
 }
 
 static int
@@ -172,7 +195,14 @@ run_health(const cm_cli *cli, int argc, char **argv)
 	}
 	if (cli->health != NULL)
 		return (cli->health(addr, (int) timeout));
-	return (cm_cli_rpc_health(addr, (int) timeout));
+	/* This process ends with the probe: it leaves the client to the
+	 * exit (see rpc_health), and a watchdog bounds the whole probe. */
+	signal(SIGALRM, probe_alarm);
+	alarm((unsigned) (timeout / 1000 + 5));
+	ch = rpc_health(addr, (int) timeout, true);
+	fflush(stdout);
+	fflush(stderr);
+	_exit(ch);
 }
 
 int

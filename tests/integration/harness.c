@@ -166,8 +166,26 @@ h_health(const char *bin, const char *addr, int timeout_ms)
 		      (char *) NULL);
 		_exit(127);
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+	if (pid < 0)
 		return (-1);
+	/* The probe bounds itself by --timeout; one that outlives it by 10 s
+	 * is hung: say so, and never wait for it for good. */
+	for (int64_t until = cm_mono_ms() + timeout_ms + 10000;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+
+		if (w == pid)
+			break;
+		if (w < 0)
+			return (-1);
+		if (cm_mono_ms() > until) {
+			fprintf(stderr, "h_health: %s health --addr %s hung\n",
+			        bin, addr);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return (-1);
+		}
+		h_msleep(5);
+	}
 	return (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
