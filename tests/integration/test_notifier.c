@@ -1167,11 +1167,11 @@ test_templates(void **state)
 }
 
 /*
- * A channel that cannot deliver goes dead (with the stub at once, with the
- * real push after 3 attempts against a receiver answering 500), is listed
- * under dead letters, and a replay queues only it again: inapp is not
- * delivered twice.  With the real channels the replayed push reaches the
- * receiver with the notification's id as Idempotency-Key.
+ * A channel that cannot deliver goes dead (push, after 3 attempts against
+ * a receiver answering 500), is listed under dead letters, and a replay
+ * queues only it again: inapp is not delivered twice, and the replayed
+ * push reaches the receiver with the notification's id as
+ * Idempotency-Key.
  */
 static void
 test_dead_letter_replay(void **state)
